@@ -1,0 +1,66 @@
+"""The command line: ``python train.py {fit,validate,test,predict} --config configs/<recipe>.yaml [--section.key value]``."""
+
+import sys
+from typing import Optional
+
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lit_gpt.data import CharDataModule
+from lit_gpt.errors import LitGPTError
+from lit_gpt.module import LitGPT
+
+
+class GPTLightningCLI(LightningCLI):
+    """LightningCLI with the vocabulary and block size linked from the data into the model, and our callbacks."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The data module reads the text in __init__, so these exist when the model is instantiated.
+        parser.link_arguments("data.vocab_size", "model.config.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
+        parser.link_arguments("data.block_size", "model.config.block_size", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_top_k": 1,
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{step}-{val_loss:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.config.subcommand] if "subcommand" in self.config else self.config
+        if config.trainer.precision == "bf16-mixed" and not bf16_supported(config.trainer.accelerator):
+            rank_zero_warn("bf16-mixed precision is not supported on this device; training in 32-true instead")
+            config.trainer.precision = "32-true"
+
+
+def bf16_supported(accelerator: Optional[str]) -> bool:
+    """Whether the accelerator the Trainer will pick runs bf16 autocast at speed (a bf16-capable CUDA GPU)."""
+    if accelerator not in (None, "auto", "gpu", "cuda") or not torch.cuda.is_available():
+        return False
+    return torch.cuda.is_bf16_supported()
+
+
+def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
+    """Run the CLI. A user error ends with one line on stderr and exit status 2, never a traceback."""
+    try:
+        return GPTLightningCLI(
+            LitGPT,
+            CharDataModule,
+            # A rerun in the same run directory overwrites config.yaml instead of refusing to start.
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": __doc__},
+            args=args,
+        )
+    except LitGPTError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

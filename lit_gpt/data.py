@@ -1,0 +1,197 @@
+"""The corpus (any UTF-8 text file; tiny Shakespeare by default), its 90/10 split and the two kinds of windows.
+
+Training draws random windows ``x = d[i:i+T]``, ``y = d[i+1:i+T+1]``; the windows of step ``s`` on rank ``r`` depend only
+on ``(seed, r, s)``, so a resumed run draws exactly what an uninterrupted run would have drawn and every DDP rank draws
+its own windows. Validation reads every target of the val split exactly once, so ``val_loss`` is deterministic.
+"""
+
+import hashlib
+import os
+from collections.abc import Iterator
+from itertools import count
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from lit_gpt.errors import LitGPTError
+from lit_gpt.tokenizer import CharTokenizer
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DEFAULT_PATH = "data/tinyshakespeare/input.txt"
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def download_corpus(path: Path, url: str = SHAKESPEARE_URL, sha256: str = SHAKESPEARE_SHA256) -> None:
+    """Download ``url`` to ``path`` and check its sha256.
+
+    ``torch.hub.download_url_to_file`` writes to a temporary file beside ``path`` and renames it only once the hash
+    matches, so processes that download at the same time (one per DDP device) never see a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256, progress=False)
+    except Exception as err:  # URLError, a hash mismatch (RuntimeError), OSError: all mean "no usable file"
+        raise LitGPTError(
+            f"could not download the corpus from {url} to {path} ({type(err).__name__}: {err}); "
+            f"if you are offline, pass --data.path to a local UTF-8 text file"
+        ) from None
+
+
+def read_corpus(path: str | os.PathLike) -> str:
+    """Read a UTF-8 text file; the default tiny Shakespeare path is downloaded on first use."""
+    path = Path(path)
+    if not path.exists() and str(path) == DEFAULT_PATH:
+        download_corpus(path)
+    if path.is_dir():
+        raise LitGPTError(f"data path {path} is a directory; pass --data.path to a UTF-8 text file")
+    if not path.is_file():
+        raise LitGPTError(f"data file not found: {path} (pass --data.path to a UTF-8 text file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise LitGPTError(
+            f"{path} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} is invalid"
+        ) from None
+    except OSError as err:
+        raise LitGPTError(f"cannot read data file {path}: {err.strerror}") from None
+    if not text:
+        raise LitGPTError(f"data file {path} is empty")
+    return text
+
+
+def compact_dtype(vocab_size: int) -> torch.dtype:
+    """Smallest integer dtype that holds every id (a 1 GB corpus stays 1 GB in memory, not 8)."""
+    if vocab_size <= 256:
+        return torch.uint8
+    if vocab_size <= 2**15:
+        return torch.int16
+    return torch.int32
+
+
+def window_seed(seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed for the windows of ``step`` on ``rank``; distinct inputs give unrelated streams."""
+    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class TrainWindows(IterableDataset):
+    """Endless random batches: batch ``s`` (counted from ``start_step``) is a function of ``(seed, rank, s)`` only."""
+
+    def __init__(self, data: torch.Tensor, block_size: int, batch_size: int, seed: int, rank: int = 0,
+                 start_step: int = 0) -> None:
+        super().__init__()
+        self.data, self.block_size, self.batch_size = data, block_size, batch_size
+        self.seed, self.rank, self.start_step = seed, rank, start_step
+        self.offsets = torch.arange(block_size)  # (T,)
+
+    def batch(self, step: int) -> Batch:
+        """The ``(x, y)`` windows of ``step``: two (B, T) int64 tensors, y is x shifted left by one."""
+        g = torch.Generator().manual_seed(window_seed(self.seed, self.rank, step))
+        ix = torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=g)  # (B,) window starts
+        idx = ix[:, None] + self.offsets  # (B, 1) + (T,) -> (B, T): one gather for the whole batch
+        return self.data[idx].long(), self.data[idx + 1].long()
+
+    def __iter__(self) -> Iterator[Batch]:
+        for step in count(self.start_step):
+            yield self.batch(step)
+
+
+class ValWindows(Dataset):
+    """Non-overlapping windows over the whole split; every target position 1..n-1 is scored exactly once.
+
+    The tail that does not fill a window is read by one extra window aligned to the end of the split, whose targets
+    already scored are masked with -1. ``num_padding`` fully masked windows can be appended so that the count divides
+    evenly between devices (a padded sampler would otherwise score some windows twice).
+    """
+
+    def __init__(self, data: torch.Tensor, block_size: int, num_padding: int = 0) -> None:
+        n, T = len(data), block_size
+        self.data, self.block_size = data, T
+        full = (n - 1) // T
+        self.starts = [i * T for i in range(full)]  # window i scores targets i*T+1 .. i*T+T
+        self.skip = [0] * full  # leading targets of a window that are masked
+        tail = (n - 1) - full * T
+        if tail:
+            self.starts.append(n - 1 - T)
+            self.skip.append(T - tail)
+        self.starts += [0] * num_padding
+        self.skip += [T] * num_padding
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> Batch:
+        s, T = self.starts[i], self.block_size
+        x = self.data[s : s + T].long()  # (T,)
+        y = self.data[s + 1 : s + T + 1].long()  # (T,)
+        y[: self.skip[i]] = -1  # already scored (or padding): ignored by the loss
+        return x, y
+
+
+class CharDataModule(L.LightningDataModule):
+    """Character-level text: tiny Shakespeare by default, or any UTF-8 text file.
+
+    The file is read and tokenized when the module is built, so its vocabulary is known before the model is.
+
+    Args:
+        path: UTF-8 text file to train on. The default, data/tinyshakespeare/input.txt, is downloaded on first use.
+        block_size: Length of a training window in characters (the model's context length).
+        batch_size: Windows per training step (per device).
+        val_batch_size: Windows per validation step; defaults to ``batch_size``.
+        train_fraction: Share of the text, from its start, used for training; the rest is the validation split.
+        seed: Seed of the random training windows (mixed with the device rank and the step).
+        pin_memory: Pin host batches for faster copies to a GPU (used only when training on CUDA).
+    """
+
+    def __init__(self, path: str = DEFAULT_PATH, block_size: int = 256, batch_size: int = 64,
+                 val_batch_size: Optional[int] = None, train_fraction: float = 0.9, seed: int = 1337,
+                 pin_memory: bool = True) -> None:
+        super().__init__()
+        for name, value in (("block_size", block_size), ("batch_size", batch_size),
+                            ("val_batch_size", val_batch_size or 1)):
+            if value < 1:
+                raise LitGPTError(f"data.{name} must be a positive integer, got {value}")
+        if not 0.0 < train_fraction < 1.0:
+            raise LitGPTError(f"data.train_fraction must be between 0 and 1, got {train_fraction}")
+        self.path, self.block_size, self.batch_size = str(path), block_size, batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.seed, self.pin_memory = seed, pin_memory
+        text = read_corpus(path)
+        self.tokenizer = CharTokenizer.from_text(text)
+        data = torch.tensor(self.tokenizer.encode(text), dtype=compact_dtype(self.vocab_size))  # (N,)
+        n_train = int(train_fraction * len(data))
+        self.train_data, self.val_data = data[:n_train], data[n_train:]
+        for split, part in (("train", self.train_data), ("val", self.val_data)):
+            if len(part) < block_size + 1:
+                raise LitGPTError(
+                    f"the {split} split of {path} has {len(part)} characters, fewer than block_size + 1 = "
+                    f"{block_size + 1}; use a longer text or a smaller --data.block_size"
+                )
+
+    @property
+    def vocab(self) -> list[str]:
+        """The vocabulary as a plain list of characters (stored in every checkpoint)."""
+        return self.tokenizer.chars
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def _pin(self) -> bool:
+        return self.pin_memory and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        step = self.trainer.global_step if self.trainer is not None else 0  # restored before this is called
+        windows = TrainWindows(self.train_data, self.block_size, self.batch_size, self.seed, rank, step)
+        return DataLoader(windows, batch_size=None, pin_memory=self._pin())  # batches come ready-made
+
+    def val_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        windows = ValWindows(self.val_data, self.block_size)
+        windows = ValWindows(self.val_data, self.block_size, num_padding=-len(windows) % world)
+        return DataLoader(windows, batch_size=self.val_batch_size, shuffle=False, pin_memory=self._pin())

@@ -1,0 +1,102 @@
+"""The LightningModule: training and validation steps, metrics, AdamW and the learning-rate schedule."""
+
+import math
+from dataclasses import asdict
+from typing import Any, Literal, Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.aggregation import MeanMetric
+
+from lit_gpt.config import GPTConfig
+from lit_gpt.errors import LitGPTError
+from lit_gpt.model import build_model
+
+
+def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, min_ratio: float) -> float:
+    """Linear warmup for ``warmup_steps``, cosine decay to ``min_ratio`` at ``decay_steps``, then flat (nanoGPT)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if step >= decay_steps:
+        return min_ratio
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)  # 0 -> 1
+    return min_ratio + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_ratio)
+
+
+class LitGPT(L.LightningModule):
+    """A character-level language model (GPT or the bigram baseline) trained with AdamW and a warmup+cosine schedule.
+
+    Args:
+        config: Model shape. ``vocab_size`` and ``block_size`` are filled in from the data by the CLI.
+        arch: Which model to build: ``gpt`` (the transformer) or ``bigram`` (the lookup-table baseline).
+        vocab: The characters of the vocabulary, in id order; filled in from the data and stored in every checkpoint.
+        learning_rate: Peak learning rate, reached at the end of the warmup.
+        min_lr: Learning rate at the end of the cosine decay (and after it).
+        warmup_steps: Optimizer steps of linear warmup.
+        lr_decay_steps: Optimizer step at which the cosine decay reaches ``min_lr``; independent of
+            ``trainer.max_steps``, so extending a run does not change the schedule already planned.
+        weight_decay: AdamW weight decay, applied to matrices only (not to biases, LayerNorm weights).
+        beta1: AdamW beta1.
+        beta2: AdamW beta2 (0.99 suits small batches of characters).
+    """
+
+    def __init__(self, config: GPTConfig, arch: Literal["gpt", "bigram"] = "gpt", vocab: Optional[list[str]] = None,
+                 learning_rate: float = 1e-3, min_lr: float = 1e-4, warmup_steps: int = 100,
+                 lr_decay_steps: int = 5000, weight_decay: float = 0.1, beta1: float = 0.9,
+                 beta2: float = 0.99) -> None:
+        super().__init__()
+        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
+            config = GPTConfig(**config)
+        if vocab is not None and len(vocab) != config.vocab_size:
+            raise LitGPTError(f"vocab has {len(vocab)} characters but config.vocab_size is {config.vocab_size}")
+        if not 0 < min_lr <= learning_rate:
+            raise LitGPTError(f"need 0 < min_lr <= learning_rate, got min_lr={min_lr}, learning_rate={learning_rate}")
+        if warmup_steps < 0 or lr_decay_steps < 1:
+            raise LitGPTError(f"need warmup_steps >= 0 and lr_decay_steps >= 1, got {warmup_steps}, {lr_decay_steps}")
+        # Stored as plain values so a checkpoint loads with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["config"])
+        self.hparams["config"] = asdict(config)
+        self.config = config
+        self.model = build_model(arch, config)
+        self.val_loss = MeanMetric()  # token-weighted mean, summed over devices
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) int64 -> logits (B, T, vocab_size)"""
+        return self.model(idx)[0]
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch  # (B, T), (B, T)
+        _, loss = self.model(x, y)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch  # (B, T), (B, T) with -1 where a target is not scored
+        logits, _ = self.model(x)  # (B, T, vocab_size)
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="none")
+        mask = y.flatten() != -1  # (B*T,)
+        self.val_loss.update(losses[mask])  # each scored character counts once
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()  # synced across devices
+        self.val_loss.reset()
+        self.log("val_loss", loss, prog_bar=True)
+        self.log("val_bpc", loss / math.log(2))  # bits per character
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"name": "decay", "params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
+            {"name": "no_decay", "params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+        optimizer = torch.optim.AdamW(
+            groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=self.device.type == "cuda" or None
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_multiplier(step, hp.warmup_steps, hp.lr_decay_steps, hp.min_lr / hp.learning_rate),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "lr"}}
