@@ -1,8 +1,10 @@
 """The command line: ``python train.py {fit,validate,test,predict} --config configs/<recipe>.yaml [--section.key value]``."""
 
 import sys
+from pathlib import Path
 from typing import Optional
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -31,6 +33,8 @@ class GPTLightningCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{step}-{val_loss:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
+                # Resuming in the run directory overwrites last.ckpt instead of writing last-v1.ckpt beside it.
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
@@ -41,6 +45,27 @@ class GPTLightningCLI(LightningCLI):
         if config.trainer.precision == "bf16-mixed" and not bf16_supported(config.trainer.accelerator):
             rank_zero_warn("bf16-mixed precision is not supported on this device; training in 32-true instead")
             config.trainer.precision = "32-true"
+
+    def before_fit(self) -> None:
+        """Refuse to start a new run over an earlier run's checkpoints (resume it, or pick another directory)."""
+        if self.config_init["fit"].get("ckpt_path") is not None:
+            return
+        last = checkpoint_dir(self.trainer) / "last.ckpt"
+        if last.is_file():
+            raise LitGPTError(
+                f"{last} exists from an earlier run: resume it with --ckpt_path last, or start a new run elsewhere "
+                f"(--trainer.logger.init_args.name NAME), or delete {last.parent}"
+            )
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    """Where the ModelCheckpoint callback writes: its dirpath, else Lightning's default <log_dir>/checkpoints."""
+    callback = trainer.checkpoint_callback
+    if callback is not None and callback.dirpath is not None:
+        return Path(callback.dirpath)
+    if trainer.loggers:
+        return Path(trainer.loggers[0].log_dir) / "checkpoints"
+    return Path(trainer.default_root_dir) / "checkpoints"
 
 
 def bf16_supported(accelerator: Optional[str]) -> bool:

@@ -127,7 +127,7 @@ class ValWindows(Dataset):
     def __getitem__(self, i: int) -> Batch:
         s, T = self.starts[i], self.block_size
         x = self.data[s : s + T].long()  # (T,)
-        y = self.data[s + 1 : s + T + 1].long()  # (T,)
+        y = self.data[s + 1 : s + T + 1].to(torch.long, copy=True)  # (T,), a copy: masked below
         y[: self.skip[i]] = -1  # already scored (or padding): ignored by the loss
         return x, y
 

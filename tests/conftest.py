@@ -1,0 +1,41 @@
+"""Shared fixtures: a corpus (tiny Shakespeare from ../shared/data when present, else synthetic text) and CLI helpers."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+WORDS = "thou art the king and my lord of love to be or not that is a question speak sir good night".split()
+
+
+def synthetic_text(n_chars: int = 40_000, seed: int = 0) -> str:
+    """Shakespeare-shaped nonsense: capitalised speaker lines and word salad, deterministic for a seed."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    size = 0
+    while size < n_chars:
+        line = rng.choice(["ROMEO:", "JULIET:", "KING:"]) if rng.random() < 0.2 else " ".join(
+            rng.choice(WORDS) for _ in range(rng.randint(3, 9))
+        ).capitalize() + rng.choice([".", ",", "!", "?"])
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def corpus_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny Shakespeare where ../shared/data has it; otherwise a synthetic text file. Tests pass on both."""
+    if SHARED_CORPUS.is_file():
+        return SHARED_CORPUS
+    path = tmp_path_factory.mktemp("corpus") / "input.txt"
+    path.write_text(synthetic_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("synthetic") / "input.txt"
+    path.write_text(synthetic_text(), encoding="utf-8")
+    return path

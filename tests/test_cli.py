@@ -1,0 +1,212 @@
+"""End to end through the real entry points: train.py's cli_main and sample.py's main."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lit_gpt.cli import cli_main
+from lit_gpt.sample_cli import main as sample_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+
+
+def fit_args(corpus: Path, save_dir: Path, *extra: str, config: str = DEBUG) -> list[str]:
+    return ["fit", "--config", config, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", str(save_dir), *extra]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> None:
+    """Each recipe parses against the real signatures (no data is read: --print_config stops before instantiating)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    recipe = yaml.safe_load(config.read_text())
+    assert printed["trainer"]["max_steps"] == recipe["trainer"]["max_steps"]
+    assert printed["model"]["arch"] == recipe["model"]["arch"]
+    assert printed["data"]["block_size"] == recipe["data"]["block_size"]
+    for key, value in recipe["model"].get("config", {}).items():
+        assert printed["model"]["config"][key] == value
+
+
+@pytest.fixture(scope="module")
+def trained(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One short debug fit, shared by the tests below."""
+    runs = tmp_path_factory.mktemp("runs")
+    cli = cli_main(fit_args(corpus_path, runs))
+    ckpt_dir = runs / "debug" / "checkpoints"
+    return {"runs": runs, "last": ckpt_dir / "last.ckpt", "ckpt_dir": ckpt_dir,
+            "fit_val_loss": cli.trainer.callback_metrics["val_loss"].item(), "corpus": corpus_path}
+
+
+def test_fit_writes_checkpoints_with_the_vocabulary(trained: dict) -> None:
+    assert trained["last"].is_file()
+    assert len(list(trained["ckpt_dir"].glob("best-*.ckpt"))) == 1
+    ckpt = torch.load(trained["last"], weights_only=True)  # plain types only: loads without pickled classes
+    assert ckpt["global_step"] == 20
+    hp = ckpt["hyper_parameters"]
+    text = trained["corpus"].read_text(encoding="utf-8")
+    assert hp["vocab"] == sorted(set(text))
+    assert hp["config"]["vocab_size"] == len(hp["vocab"]) and hp["config"]["block_size"] == 32
+    assert (trained["runs"] / "debug" / "config.yaml").is_file()
+    assert list((trained["runs"] / "debug").glob("events.out.tfevents.*"))
+
+
+def sample(capsys: pytest.CaptureFixture, *args: str) -> str:
+    sample_main(list(args))
+    return capsys.readouterr().out
+
+
+def test_sample_is_deterministic_per_seed(trained: dict, capsys: pytest.CaptureFixture) -> None:
+    args = ["--checkpoint", str(trained["last"]), "--prompt", "ROMEO:", "--max_new_tokens", "60",
+            "--num_samples", "2", "--temperature", "0.8", "--top_k", "200"]
+    first = sample(capsys, *args, "--seed", "1337")
+    again = sample(capsys, *args, "--seed", "1337")
+    other = sample(capsys, *args, "--seed", "7")
+    assert first == again
+    assert first != other
+    samples = first.split("---------------\n")[:-1]
+    assert len(samples) == 2
+    for text in samples:
+        assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 60 + 1  # + the newline print adds
+
+
+def test_sample_needs_only_the_checkpoint(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    lonely = tmp_path / "model.ckpt"
+    lonely.write_bytes(trained["last"].read_bytes())
+    monkeypatch.chdir(tmp_path)  # no data, no config, no run directory around it
+    assert sample(capsys, "--checkpoint", str(lonely), "--max_new_tokens", "5", "--prompt", "KING")[:4] == "KING"
+
+
+def test_validate_is_deterministic(trained: dict, capsys: pytest.CaptureFixture) -> None:
+    args = fit_args(trained["corpus"], trained["runs"], "--ckpt_path", str(trained["last"]))
+    args[0] = "validate"
+    losses = [cli_main(args).trainer.callback_metrics["val_loss"].item() for _ in range(2)]
+    assert losses[0] == losses[1] == pytest.approx(trained["fit_val_loss"], abs=0)
+
+
+def test_rerun_resumes_from_last(trained: dict, tmp_path: Path) -> None:
+    """A rerun in the same directory finds last.ckpt, does not trip over config.yaml, and continues the step count."""
+    runs = tmp_path / "runs"
+    (runs / "debug" / "checkpoints").mkdir(parents=True)
+    (runs / "debug" / "checkpoints" / "last.ckpt").write_bytes(trained["last"].read_bytes())
+    (runs / "debug" / "config.yaml").write_text("# left by an earlier run\n")
+    cli = cli_main(fit_args(trained["corpus"], runs, "--trainer.max_steps", "30", "--ckpt_path", "last"))
+    assert cli.trainer.global_step == 30
+    assert torch.load(runs / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
+
+
+def test_bigram_fit_lowers_the_loss(synthetic_path: Path, tmp_path: Path) -> None:
+    bigram = str(ROOT / "configs" / "bigram.yaml")
+    cli = cli_main(fit_args(synthetic_path, tmp_path, "--trainer.max_steps", "300", "--trainer.val_check_interval",
+                            "300", config=bigram))
+    vocab_size = cli.datamodule.vocab_size
+    # Random N(0, 1) logits start above the uniform loss ln(V); a trained table must be well below it.
+    assert cli.trainer.callback_metrics["val_loss"].item() < math.log(vocab_size) - 1.0
+
+
+def assert_one_line_error(capsys: pytest.CaptureFixture, exit_info: pytest.ExceptionInfo, pattern: str) -> None:
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--data.path", "{tmp}/missing.txt"], r"data file not found: .*missing\.txt"),
+        (["--data.path", "{tmp}/latin1.txt"], r"not UTF-8 text"),
+        (["--data.path", "{tmp}/empty.txt"], r"is empty"),
+        (["--data.path", "{tmp}/short.txt"], r"fewer than block_size \+ 1 = 33"),
+        (["--model.config.n_embd", "33"], r"n_embd \(33\) must be divisible by n_head \(2\)"),
+        (["--model.config.n_layer", "0"], r"n_layer must be a positive integer, got 0"),
+        (["--data.batch_size", "0"], r"data\.batch_size must be a positive integer, got 0"),
+        (["--data.block_size", "-3"], r"data\.block_size must be a positive integer, got -3"),
+    ],
+    ids=["missing", "not-utf8", "empty", "short", "indivisible-heads", "zero-layers", "zero-batch", "negative-block"],
+)
+def test_train_bad_input_is_one_clear_line(extra: list[str], pattern: str, corpus_path: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1") * 100)
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("Short.\n")
+    runs = tmp_path / "runs"
+    args = fit_args(corpus_path, runs, *[e.format(tmp=tmp_path) for e in extra])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert_one_line_error(capsys, exit_info, pattern)
+    assert not runs.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--prompt", "Bee7\u00e9"], r"2 character\(s\) not in the vocabulary: '7', '\u00e9'"),
+        (["--max_new_tokens", "0"], r"max_new_tokens must be at least 1, got 0"),
+        (["--temperature", "-0.5"], r"temperature must be >= 0"),
+        (["--top_k", "0"], r"top_k must be at least 1, got 0"),
+        (["--top_p", "1.5"], r"top_p must be in \(0, 1\]"),
+        (["--num_samples", "0"], r"num_samples must be at least 1"),
+    ],
+    ids=["unknown-chars", "no-tokens", "negative-temperature", "top-k", "top-p", "num-samples"],
+)
+def test_sample_bad_input_is_one_clear_line(args: list[str], pattern: str, trained: dict,
+                                            capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main(["--checkpoint", str(trained["last"]), *args])
+    assert_one_line_error(capsys, exit_info, pattern)
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "foreign"])
+def test_sample_rejects_bad_checkpoints(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "model.ckpt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_text("not a checkpoint at all\n" * 10)
+    elif kind == "foreign":
+        torch.save({"model": {"w": torch.zeros(2)}, "iter_num": 5}, path)
+    pattern = {"missing": "checkpoint not found", "empty": "is empty", "garbage": "not a readable PyTorch checkpoint",
+               "foreign": "not a lit_gpt checkpoint"}[kind]
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main(["--checkpoint", str(path)])
+    assert_one_line_error(capsys, exit_info, pattern)
+
+
+def test_sample_help_documents_every_option(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        sample_main(["--help"])
+    out = capsys.readouterr().out
+    for option in ["--checkpoint", "--prompt", "--max_new_tokens", "--num_samples", "--temperature", "--top_k",
+                   "--top_p", "--seed", "--device"]:
+        assert option in out
+    assert "greedy" in out and "same seed gives the same text" in out
+
+
+def test_train_help_reads_the_docstrings(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "UTF-8 text file to train on" in out  # data.path
+    assert "Peak learning rate" in out  # model.learning_rate
+    assert "must divide" in out  # model.config.n_head
+
+
+def test_new_run_refuses_to_overwrite_an_earlier_run(trained: dict, capsys: pytest.CaptureFixture) -> None:
+    before = trained["last"].read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(fit_args(trained["corpus"], trained["runs"]))
+    assert_one_line_error(capsys, exit_info, r"last\.ckpt exists from an earlier run: resume it with --ckpt_path last")
+    assert trained["last"].read_bytes() == before

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from lit_gpt.config import GPTConfig
+from lit_gpt.errors import LitGPTError
+from lit_gpt.model import GPT, Bigram, build_model
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    return GPTConfig(**{**dict(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0), **overrides})
+
+
+@pytest.mark.parametrize("arch", ["gpt", "bigram"])
+def test_forward_shapes_and_loss(arch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, tiny_config())
+    idx = torch.randint(0, 11, (3, 7))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 7, 11)
+    assert loss is None
+    logits, loss = model(idx, torch.randint(0, 11, (3, 7)))
+    assert loss.shape == () and torch.isfinite(loss)
+
+
+def test_initial_loss_is_near_uniform() -> None:
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=65))
+    _, loss = model(torch.randint(0, 65, (4, 16)), torch.randint(0, 65, (4, 16)))
+    assert abs(loss.item() - torch.log(torch.tensor(65.0)).item()) < 0.2
+
+
+def test_masked_targets_are_ignored() -> None:
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    idx, targets = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
+    logits, _ = model(idx)
+    masked = targets.clone()
+    masked[:, :5] = -1
+    _, loss = model(idx, masked)
+    expected = torch.nn.functional.cross_entropy(logits[:, 5:].reshape(-1, 11), targets[:, 5:].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_causal_masking() -> None:
+    """Changing a future token does not change the logits of earlier positions."""
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    idx = torch.randint(0, 11, (1, 12))
+    changed = idx.clone()
+    changed[0, 8] = (idx[0, 8] + 1) % 11
+    a, _ = model(idx)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_weight_tying() -> None:
+    model = GPT(tiny_config())
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+
+
+def test_forward_rejects_sequence_longer_than_block_size() -> None:
+    model = GPT(tiny_config(block_size=8))
+    with pytest.raises(ValueError, match="Cannot forward sequence of length 9, block size is only 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_dropout_active_only_in_training() -> None:
+    torch.manual_seed(0)
+    model = GPT(tiny_config(dropout=0.5))
+    idx = torch.randint(0, 11, (2, 8))
+    model.train()
+    assert not torch.allclose(model(idx)[0], model(idx)[0])
+    model.eval()
+    torch.testing.assert_close(model(idx)[0], model(idx)[0])
+
+
+def test_config_rejects_indivisible_heads() -> None:
+    with pytest.raises(ValueError, match=r"n_embd \(10\) must be divisible by n_head \(3\)"):
+        GPTConfig(n_embd=10, n_head=3)
+
+
+@pytest.mark.parametrize("field", ["vocab_size", "block_size", "n_layer", "n_head", "n_embd"])
+@pytest.mark.parametrize("value", [0, -4])
+def test_config_rejects_non_positive_sizes(field: str, value: int) -> None:
+    with pytest.raises(LitGPTError, match=f"{field} must be a positive integer, got {value}"):
+        GPTConfig(**{field: value})
+
+
+def test_config_rejects_bad_dropout() -> None:
+    with pytest.raises(LitGPTError, match="dropout"):
+        GPTConfig(dropout=1.0)
+
+
+def test_bigram_reads_only_the_current_character() -> None:
+    torch.manual_seed(0)
+    model = Bigram(tiny_config())
+    logits, _ = model(torch.tensor([[1, 2, 3], [7, 7, 3]]))
+    torch.testing.assert_close(logits[0, 2], logits[1, 2])
+    torch.testing.assert_close(logits[0, 0], model.token_embedding_table.weight[1])
+
+
+def test_unknown_architecture() -> None:
+    with pytest.raises(LitGPTError, match="unknown architecture 'rnn'"):
+        build_model("rnn", tiny_config())
