@@ -2,15 +2,17 @@
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint
 from lit_gpt.data import CharDataModule
 from lit_gpt.errors import LitGPTError
 from lit_gpt.module import LitGPT
@@ -37,6 +39,16 @@ class GPTLightningCLI(LightningCLI):
                 "checkpoint.enable_version_counter": False,
             }
         )
+        parser.add_lightning_class_args(PeriodicCheckpoint, "periodic_checkpoint")
+        parser.set_defaults(
+            {
+                "periodic_checkpoint.save_top_k": 0,
+                "periodic_checkpoint.save_last": True,
+                "periodic_checkpoint.every_n_train_steps": 100,
+                "periodic_checkpoint.save_on_train_epoch_end": True,
+                "periodic_checkpoint.enable_version_counter": False,
+            }
+        )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 
@@ -45,6 +57,12 @@ class GPTLightningCLI(LightningCLI):
         if config.trainer.precision == "bf16-mixed" and not bf16_supported(config.trainer.accelerator):
             rank_zero_warn("bf16-mixed precision is not supported on this device; training in 32-true instead")
             config.trainer.precision = "32-true"
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make its saves atomic
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def before_fit(self) -> None:
         """Refuse to start a new run over an earlier run's checkpoints (resume it, or pick another directory)."""

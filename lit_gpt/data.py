@@ -188,10 +188,12 @@ class CharDataModule(L.LightningDataModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         step = self.trainer.global_step if self.trainer is not None else 0  # restored before this is called
         windows = TrainWindows(self.train_data, self.block_size, self.batch_size, self.seed, rank, step)
-        return DataLoader(windows, batch_size=None, pin_memory=self._pin())  # batches come ready-made
+        # A loader's own generator keeps its start-up draw off the global RNG that dropout uses (exact resume).
+        return DataLoader(windows, batch_size=None, pin_memory=self._pin(), generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer is not None else 1
         windows = ValWindows(self.val_data, self.block_size)
         windows = ValWindows(self.val_data, self.block_size, num_padding=-len(windows) % world)
-        return DataLoader(windows, batch_size=self.val_batch_size, shuffle=False, pin_memory=self._pin())
+        return DataLoader(windows, batch_size=self.val_batch_size, shuffle=False, pin_memory=self._pin(),
+                          generator=torch.Generator())

@@ -60,6 +60,8 @@ class LitGPT(L.LightningModule):
         self.config = config
         self.model = build_model(arch, config)
         self.val_loss = MeanMetric()  # token-weighted mean, summed over devices
+        self.val_loss.set_dtype(torch.float64)  # sums of ~1e5 losses: 1 device and N devices agree to ~1e-12
+        self._rng_to_restore: Optional[dict[str, Any]] = None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) int64 -> logits (B, T, vocab_size)"""
@@ -68,6 +70,12 @@ class LitGPT(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch  # (B, T), (B, T)
         _, loss = self.model(x, y)
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        if not finite:  # before backward: the weights, and the last checkpoint, are still good
+            raise LitGPTError(
+                f"train_loss is not finite ({loss.item()}) at step {self.global_step}; training stopped, and the "
+                f"last checkpoint was kept. Try a lower --model.learning_rate or --trainer.gradient_clip_val"
+            )
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -81,8 +89,28 @@ class LitGPT(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()  # synced across devices
         self.val_loss.reset()
-        self.log("val_loss", loss, prog_bar=True)
-        self.log("val_bpc", loss / math.log(2))  # bits per character
+        # Already equal on every rank; sync_dist only averages identical values (and silences Lightning's warning).
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val_bpc", loss / math.log(2), sync_dist=True)  # bits per character
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not save the global RNG that dropout draws from; without it a resumed run diverges.
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("rng_state")
+
+    def on_train_start(self) -> None:
+        # Restored here, not in on_load_checkpoint: creating the train loader's iterator draws from the global RNG
+        # after the checkpoint is loaded, and that draw must not shift the stream dropout sees.
+        if self._rng_to_restore is not None:
+            torch.set_rng_state(self._rng_to_restore["torch"])
+            if self._rng_to_restore["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
+            self._rng_to_restore = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

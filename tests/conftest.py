@@ -1,5 +1,6 @@
 """Shared fixtures: a corpus (tiny Shakespeare from ../shared/data when present, else synthetic text) and CLI helpers."""
 
+import os
 import random
 from pathlib import Path
 
@@ -26,8 +27,11 @@ def synthetic_text(n_chars: int = 40_000, seed: int = 0) -> str:
 
 @pytest.fixture(scope="session")
 def corpus_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny Shakespeare where ../shared/data has it; otherwise a synthetic text file. Tests pass on both."""
-    if SHARED_CORPUS.is_file():
+    """tiny Shakespeare where ../shared/data has it; otherwise a synthetic text file. Tests pass on both.
+
+    LIT_GPT_TEST_SYNTHETIC=1 forces the synthetic text, to check the suite as it runs without ../shared.
+    """
+    if SHARED_CORPUS.is_file() and os.environ.get("LIT_GPT_TEST_SYNTHETIC") != "1":
         return SHARED_CORPUS
     path = tmp_path_factory.mktemp("corpus") / "input.txt"
     path.write_text(synthetic_text(), encoding="utf-8")

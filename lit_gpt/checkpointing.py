@@ -1,0 +1,57 @@
+"""Crash-safe checkpoints: written beside their final path and renamed into place; ``last.ckpt`` kept current.
+
+Lightning's own atomic save writes its temporary file to ``$TMPDIR`` and then moves it; when ``$TMPDIR`` is on another
+filesystem than the run directory, that move is a copy, and a ``kill -9`` during the copy leaves a half-written
+``last.ckpt``. Writing the temporary file in the checkpoint's own directory makes the final rename atomic.
+"""
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Save to ``.<name>.tmp-<pid>`` in the target directory, fsync, then ``os.replace`` onto the final name.
+
+    A reader sees either the old complete file or the new complete file, never a partial one. Remote paths
+    (``s3://`` and the like) are left to Lightning's default.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # never matches last*.ckpt
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+            os.replace(tmp, path)  # atomic on one filesystem
+        finally:
+            tmp.unlink(missing_ok=True)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
+
+
+class PeriodicCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every ``every_n_train_steps`` steps and once more when training ends.
+
+    Lightning's ModelCheckpoint saves ``last.ckpt`` only at its own triggers, so a run whose ``max_steps`` is not a
+    multiple of the interval would end with a stale ``last.ckpt``; this subclass also writes it in ``on_train_end``.
+    It is not written when training stops on an error, so the last good checkpoint stays.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and self.dirpath is not None and not trainer.sanity_checking:
+            trainer.save_checkpoint(os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION))

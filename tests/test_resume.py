@@ -1,0 +1,135 @@
+"""Exact resume, crash safety and the non-finite loss guard (issue: training that survives)."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import read_losses
+from lit_gpt.checkpointing import AtomicCheckpointIO
+from lit_gpt.cli import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+
+
+def args(corpus: Path, runs: Path, record: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", str(runs), "--trainer.max_steps", "30",
+            "--periodic_checkpoint.every_n_train_steps", "4",
+            f'--trainer.callbacks+={{"class_path": "helpers.LossRecorder", "init_args": {{"path": "{record}"}}}}',
+            *extra]
+
+
+def test_resume_is_exact(corpus_path: Path, tmp_path: Path) -> None:
+    """30 steps straight == 13 steps, resume to 24, resume to 30: every train_loss and val_loss bit for bit.
+
+    Dropout is on (debug recipe: 0.1), both stops fall between validations (every 10 steps), and each leg is
+    started with a smaller max_steps than the whole run, so the schedule must not depend on max_steps.
+    """
+    straight, legs = tmp_path / "straight.txt", tmp_path / "legs.txt"
+    cli_main(args(corpus_path, tmp_path / "a", straight))
+    cli_main(args(corpus_path, tmp_path / "b", legs, "--trainer.max_steps", "13"))
+    cli_main(args(corpus_path, tmp_path / "b", legs, "--trainer.max_steps", "24", "--ckpt_path", "last"))
+    cli_main(args(corpus_path, tmp_path / "b", legs, "--trainer.max_steps", "30", "--ckpt_path", "last"))
+    a, b = read_losses(straight), read_losses(legs)
+    assert sorted(a) == sorted(b)
+    assert len([k for k in a if k[0] == "train"]) == 30 and len([k for k in a if k[0] == "val"]) == 3
+    assert a == b
+
+
+def test_resume_from_a_periodic_checkpoint(corpus_path: Path, tmp_path: Path) -> None:
+    """A checkpoint written mid-run (every 4 steps) resumes exactly too, not only the one written at the end."""
+    straight = tmp_path / "straight.txt"
+    cli_main(args(corpus_path, tmp_path / "a", straight, "--periodic_checkpoint.save_top_k", "-1",
+                  "--periodic_checkpoint.filename", "periodic-{step}"))
+    ckpt = tmp_path / "a" / "debug" / "checkpoints" / "periodic-step=16.ckpt"
+    resumed = tmp_path / "resumed.txt"
+    cli_main(args(corpus_path, tmp_path / "b", resumed, "--ckpt_path", str(ckpt)))
+    a, b = read_losses(straight), read_losses(resumed)
+    assert min(step for _, step in b) == 17
+    assert all(a[k] == v for k, v in b.items()) and len(b) == 14 + 2  # steps 17..30, val at 20 and 30
+
+
+def test_atomic_save_never_leaves_a_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    io = AtomicCheckpointIO()
+    target = tmp_path / "ckpts" / "last.ckpt"
+    io.save_checkpoint({"step": 1}, target)
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append(Path(src)), real_replace(src, dst)))
+    io.save_checkpoint({"step": 2}, target)
+    assert seen[0].parent == target.parent  # the temporary file is on the checkpoint's filesystem
+
+    def dies_half_way(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"step": 3}, target)
+    assert torch.load(target, weights_only=True) == {"step": 2}  # the previous file is intact
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    corpus_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    poison = '--trainer.callbacks+={"class_path": "helpers.PoisonWeights", "init_args": {"at_step": 15}}'
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args(corpus_path, tmp_path, tmp_path / "r.txt", poison, "--periodic_checkpoint.every_n_train_steps",
+                      "5"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "train_loss is not finite (nan) at step 15" in lines[0]
+    ckpt = torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 15
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpus_path: Path, tmp_path: Path) -> None:
+    """Fault test: SIGKILL a real training process 3 times at random moments, resume each time with
+    --ckpt_path last, and compare every logged loss with an uninterrupted run."""
+    steps, kills = 120, 3
+    base = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", "25", "--trainer.limit_val_batches", "2",
+            "--periodic_checkpoint.every_n_train_steps", "10"]
+    straight = tmp_path / "straight.txt"
+    cli_main(args(corpus_path, tmp_path / "a", straight, *base))
+
+    record = tmp_path / "killed.txt"
+    record.touch()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    rng = random.Random(int(os.environ.get("FAULT_SEED", "0")) or None)
+    killed_at = []
+    for attempt in range(kills + 1):
+        resume = ["--ckpt_path", "last"] if attempt else []
+        cmd = [sys.executable, str(ROOT / "train.py"), *args(corpus_path, tmp_path / "b", record, *base, *resume)]
+        log = tmp_path / f"attempt{attempt}.log"
+        with open(log, "wb") as log_file:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+        if attempt < kills:
+            done = len(read_losses(record))
+            target = done + rng.randint(3, 30)  # a random number of further steps, then a random extra delay
+            deadline = time.monotonic() + 120
+            while len(read_losses(record)) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 0.05))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+            killed_at.append(max(step for _, step in read_losses(record)))
+        else:
+            proc.wait(timeout=300)
+            assert proc.returncode == 0, log.read_text()[-2000:]
+    a, b = read_losses(straight), read_losses(record)
+    print(f"killed after steps {killed_at}; {len(a)} losses compared")
+    assert len(set(killed_at)) == kills
+    assert sorted(b) == sorted(a) and a == b
