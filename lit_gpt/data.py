@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lit_gpt.errors import LitGPTError
+from lit_gpt.files import read_utf8
 from lit_gpt.tokenizer import CharTokenizer
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -46,18 +47,7 @@ def read_corpus(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.exists() and str(path) == DEFAULT_PATH:
         download_corpus(path)
-    if path.is_dir():
-        raise LitGPTError(f"data path {path} is a directory; pass --data.path to a UTF-8 text file")
-    if not path.is_file():
-        raise LitGPTError(f"data file not found: {path} (pass --data.path to a UTF-8 text file)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise LitGPTError(
-            f"{path} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} is invalid"
-        ) from None
-    except OSError as err:
-        raise LitGPTError(f"cannot read data file {path}: {err.strerror}") from None
+    text = read_utf8(path, "data file", "--data.path")
     if not text:
         raise LitGPTError(f"data file {path} is empty")
     return text

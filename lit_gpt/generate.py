@@ -1,8 +1,18 @@
-"""Sampling from a trained model: load a checkpoint (weights + vocabulary + config), then generate text.
+"""Sampling from a trained model: load a checkpoint once (weights + vocabulary + config), then generate or stream.
 
-    from lit_gpt.generate import load_checkpoint, generate_text
-    model, tokenizer = load_checkpoint("runs/shakespeare_char_cpu/checkpoints/last.ckpt")
-    print(generate_text(model, tokenizer, "ROMEO:", max_new_tokens=200, seed=1337)[0])
+    from lit_gpt.generate import TextGenerator
+    gen = TextGenerator.from_checkpoint("runs/shakespeare_char_cpu/checkpoints/last.ckpt")
+    for ch in gen.stream("ROMEO:", max_new_tokens=200):
+        print(ch, end="", flush=True)
+    texts = gen.generate("JULIET:", max_new_tokens=200, num_samples=3, seed=7)
+
+Three ways to produce the next character, all with the same sampling:
+- cache-free: run the last ``block_size`` characters through the model for every new character;
+- exact (the default): a KV cache makes each new character one position while the text fits in ``block_size``;
+  past that, learned position embeddings shift every cached key and value, so each character recomputes the window
+  (as fast as cache-free there, and equal to it);
+- windowed (``window_shift=K``): when the window is full, keep the last ``block_size - K`` characters, prefill them
+  once and continue with the cache; every character still sees at least ``block_size - K`` characters.
 """
 
 import os
@@ -20,16 +30,29 @@ from lit_gpt.model import build_model
 from lit_gpt.tokenizer import CharTokenizer
 
 
-def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                        num_samples: int = 1) -> None:
     """Raise a one-line error for settings that cannot sample."""
     if max_new_tokens < 1:
         raise LitGPTError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if num_samples < 1:
+        raise LitGPTError(f"num_samples must be at least 1, got {num_samples}")
     if temperature < 0:
         raise LitGPTError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise LitGPTError(f"top_k must be at least 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise LitGPTError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise LitGPTError(f"unknown device {device!r} ({err})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, CharTokenizer]:
@@ -50,7 +73,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     model = build_model(hparams["arch"], config)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
-    return model.to(device).eval(), tokenizer
+    return model.to(resolve_device(device)).eval(), tokenizer
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
@@ -58,51 +81,104 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], 
     """logits (B, vocab_size) -> next ids (B, 1). Temperature 0 is greedy; top-k, then top-p (nucleus) filtering."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = logits / temperature
+    logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k).values[:, [-1]]  # (B, 1): the k-th largest logit
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)  # (B, V)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
-        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest prefix reaching top_p
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        sorted_probs = sorted_logits.softmax(dim=-1)  # (B, V)
+        drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p  # mass before it already reaches top_p
+        drop = drop_sorted.scatter(1, order, drop_sorted)  # (B, V) back in vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
 @torch.no_grad()
 def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: Optional[int] = None, top_p: Optional[float] = None,
-             generator: Optional[torch.Generator] = None) -> Iterator[torch.Tensor]:
-    """Yield ``max_new_tokens`` next-token batches (B, 1), each predicted from the last ``block_size`` tokens.
+             top_k: Optional[int] = None, top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
+             use_cache: bool = True, window_shift: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """Yield ``max_new_tokens`` next-token batches (B, 1) that continue the prompt idx (B, T) int64.
 
-    idx (B, T) int64 is the prompt. Runs the whole (cropped) context for every new token.
+    Args:
+        use_cache: Use the KV cache (models without one, like the bigram, always run cache-free).
+        window_shift: None for the exact mode; K for the windowed mode (1 <= K < block_size).
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
+    block = model.block_size
+    if window_shift is not None and not 1 <= window_shift < block:
+        raise LitGPTError(f"window_shift must be between 1 and block_size - 1 = {block - 1}, got {window_shift}")
+    cached = use_cache and hasattr(model, "new_kv_cache")
+    cache = None
     for _ in range(max_new_tokens):
-        idx_cond = idx[:, -model.block_size :]  # (B, <=block_size): crop to the context the model can read
-        logits, _ = model(idx_cond)  # (B, T, vocab_size)
+        if not cached:
+            logits, _ = model(idx[:, -block:])  # (B, <=block, V): the whole cropped context, every time
+        elif cache is not None and cache[0].length < block:
+            logits, _ = model(idx[:, -1:], kv_cache=cache)  # (B, 1, V): only the newest character
+        elif cache is None or window_shift is not None:
+            keep = block if cache is None else block - window_shift  # the prompt, or the window after a shift
+            cache = model.new_kv_cache(idx.size(0))
+            logits, _ = model(idx[:, -keep:], kv_cache=cache)  # (B, <=keep, V): prefill
+        else:
+            logits, _ = model(idx[:, -block:])  # exact mode past block_size: cached positions are stale
         idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
         idx = torch.cat((idx, idx_next), dim=1)  # (B, T+1)
         yield idx_next
 
 
-def encode_prompt(tokenizer: CharTokenizer, prompt: str) -> list[int]:
-    """Prompt ids; an empty prompt starts from a newline (or the first character if there is no newline)."""
-    if not prompt:
-        prompt = "\n" if "\n" in tokenizer.stoi else tokenizer.chars[0]
-    return tokenizer.encode(prompt)
+class TextGenerator:
+    """A model and its vocabulary, loaded once, that turn prompts into text.
 
+    Args:
+        model: A GPT or Bigram in eval mode.
+        tokenizer: The vocabulary the model was trained with.
+    """
 
-def generate_text(model: nn.Module, tokenizer: CharTokenizer, prompt: str = "", max_new_tokens: int = 500,
-                  num_samples: int = 1, temperature: float = 0.8, top_k: Optional[int] = 200,
-                  top_p: Optional[float] = None, seed: Optional[int] = 1337) -> list[str]:
-    """``num_samples`` strings, each the prompt followed by ``max_new_tokens`` generated characters."""
-    device = next(model.parameters()).device
-    ids = encode_prompt(tokenizer, prompt)
-    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (num_samples, T)
-    generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
-    new = list(generate(model, idx, max_new_tokens, temperature, top_k, top_p, generator))
-    out = torch.cat([idx, *new], dim=1)  # (num_samples, T + max_new_tokens)
-    return [tokenizer.decode(row) for row in out]
+    def __init__(self, model: nn.Module, tokenizer: CharTokenizer) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", compile: bool = False) -> "TextGenerator":
+        """Load a ``.ckpt`` written by train.py; ``compile`` wraps the model in ``torch.compile(dynamic=True)``."""
+        model, tokenizer = load_checkpoint(path, device)
+        if compile:
+            model.compile(dynamic=True)
+        return cls(model, tokenizer)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Prompt ids; an empty prompt starts from a newline (or the first character if there is no newline)."""
+        if not prompt:
+            prompt = "\n" if "\n" in self.tokenizer.stoi else self.tokenizer.chars[0]
+        return self.tokenizer.encode(prompt)
+
+    def stream_batch(self, prompt: str = "", max_new_tokens: int = 500, num_samples: int = 1,
+                     temperature: float = 0.8, top_k: Optional[int] = 200, top_p: Optional[float] = None,
+                     seed: Optional[int] = 1337, use_cache: bool = True,
+                     window_shift: Optional[int] = None) -> Iterator[list[str]]:
+        """Generate ``num_samples`` continuations as one batch; yield one list of ``num_samples`` characters per step."""
+        check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
+        ids = self.encode_prompt(prompt)
+        idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)  # (num_samples, T)
+        generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+        for idx_next in generate(self.model, idx, max_new_tokens, temperature, top_k, top_p, generator,
+                                 use_cache, window_shift):
+            yield [self.tokenizer.chars[i] for i in idx_next[:, 0].tolist()]
+
+    def stream(self, prompt: str = "", max_new_tokens: int = 500, **kwargs) -> Iterator[str]:
+        """Yield the characters of one continuation of ``prompt`` as they are produced (same options as generate)."""
+        for chars in self.stream_batch(prompt, max_new_tokens, num_samples=1, **kwargs):
+            yield chars[0]
+
+    def generate(self, prompt: str = "", max_new_tokens: int = 500, num_samples: int = 1, **kwargs) -> list[str]:
+        """``num_samples`` strings, each the prompt followed by ``max_new_tokens`` generated characters.
+
+        Keyword options: temperature (0 = greedy), top_k, top_p, seed, use_cache, window_shift.
+        """
+        prefix = self.tokenizer.decode(self.encode_prompt(prompt))
+        texts = [[prefix] for _ in range(num_samples)]
+        for chars in self.stream_batch(prompt, max_new_tokens, num_samples, **kwargs):
+            for text, ch in zip(texts, chars):
+                text.append(ch)
+        return ["".join(text) for text in texts]

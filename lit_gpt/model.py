@@ -14,6 +14,28 @@ from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
 
 
+class KVCache:
+    """Keys and values of the positions one attention layer has already seen, for generation.
+
+    Pre-allocated to ``block_size`` positions; ``length`` says how many are filled. Positions are absolute (learned
+    position embeddings), so a cache is only valid for a text that has not been shifted since it was filled.
+    """
+
+    def __init__(self, batch_size: int, n_head: int, block_size: int, head_size: int, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        self.k = torch.zeros(batch_size, n_head, block_size, head_size, device=device, dtype=dtype)  # (B, nh, bs, hs)
+        self.v = torch.zeros_like(self.k)  # (B, nh, bs, hs)
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) after the filled positions; return all filled keys and values (B, nh, L+T, hs)."""
+        start, end = self.length, self.length + k.size(2)
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where each position attends only to itself and earlier positions."""
 
@@ -25,16 +47,23 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # back into the residual stream
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C)"""
+    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). With a cache, x holds the T positions that follow the cached ones."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        # softmax((B, nh, T, hs) @ (B, nh, hs, T) / sqrt(hs), masked causally) @ (B, nh, T, hs) -> (B, nh, T, hs)
+        mask, is_causal = None, True
+        if kv_cache is not None:
+            past = kv_cache.length
+            k, v = kv_cache.append(k, v)  # (B, nh, L, hs) with L = past + T
+            if past > 0:  # query i (absolute position past + i) sees keys 0 .. past + i
+                is_causal = False
+                mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        # softmax((B, nh, T, hs) @ (B, nh, hs, L) / sqrt(hs), masked causally) @ (B, nh, L, hs) -> (B, nh, T, hs)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
@@ -65,9 +94,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""
-        x = x + self.attn(self.ln_1(x))
+        x = x + self.attn(self.ln_1(x), kv_cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -114,19 +143,30 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
+    def new_kv_cache(self, batch_size: int) -> list[KVCache]:
+        """An empty cache per layer, on the model's device and dtype, for up to ``block_size`` positions."""
+        c, weight = self.config, self.lm_head.weight
+        return [KVCache(batch_size, c.n_head, c.block_size, c.head_size, weight.device, weight.dtype)
+                for _ in range(c.n_layer)]
+
     def forward(
-        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, kv_cache: Optional[list[KVCache]] = None
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """idx (B, T) int64 [, targets (B, T), -1 = ignore] -> logits (B, T, vocab_size), mean loss or None"""
+        """idx (B, T) int64 [, targets (B, T), -1 = ignore] -> logits (B, T, vocab_size), mean loss or None
+
+        With ``kv_cache`` (from ``new_kv_cache``), idx continues the text already in the cache: its positions start
+        at the cache's length, and the cache grows by T.
+        """
         B, T = idx.size()
-        if T > self.block_size:
-            raise LitGPTError(f"Cannot forward sequence of length {T}, block size is only {self.block_size}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
+        start = kv_cache[0].length if kv_cache is not None else 0
+        if start + T > self.block_size:
+            raise LitGPTError(f"Cannot forward sequence of length {start + T}, block size is only {self.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
         x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache[i] if kv_cache is not None else None)  # (B, T, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, C) @ (C, vocab_size) -> (B, T, vocab_size)
         loss = None if targets is None else _cross_entropy(logits, targets)

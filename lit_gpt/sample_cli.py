@@ -2,27 +2,33 @@
 
 import argparse
 import sys
-from typing import Optional
-
-import torch
+from pathlib import Path
+from typing import Optional, TextIO
 
 from lit_gpt.errors import LitGPTError
-from lit_gpt.generate import check_sampling_args, generate_text, load_checkpoint
+from lit_gpt.files import read_utf8
+from lit_gpt.generate import TextGenerator, check_sampling_args
+
+SEPARATOR = "---------------"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sample.py",
-        description="Generate text from a lit_gpt checkpoint. Each sample starts with the prompt.",
+        description="Generate text from a lit_gpt checkpoint, streamed to stdout as it is produced. Each sample starts "
+                    "with the prompt and ends with a line of dashes. With several samples, all are generated as one "
+                    "batch; the first streams, the others follow when it is done.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True,
                         help="path to a .ckpt written by train.py (e.g. runs/shakespeare_char/checkpoints/last.ckpt)")
-    parser.add_argument("--prompt", default="\n",
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default="\n",
                         help="text the samples start from; every character must be in the model's vocabulary "
                              "(an empty prompt starts from a newline)")
+    prompt.add_argument("--prompt_file", default=None, help="read the prompt from this UTF-8 text file instead")
     parser.add_argument("--max_new_tokens", type=int, default=500, help="characters to generate per sample (>= 1)")
-    parser.add_argument("--num_samples", type=int, default=1, help="number of samples to generate (>= 1)")
+    parser.add_argument("--num_samples", type=int, default=1, help="number of samples, generated as one batch (>= 1)")
     parser.add_argument("--temperature", type=float, default=0.8,
                         help="softmax temperature: < 1 is more conservative, > 1 more random, 0 is greedy")
     parser.add_argument("--top_k", type=int, default=200,
@@ -30,24 +36,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top_p", type=float, default=None,
                         help="sample only from the smallest set of characters whose probability reaches p, in (0, 1]")
     parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text")
+    parser.add_argument("--window_shift", type=int, default=None,
+                        help="fast mode for text longer than the model's block_size: when the window is full, drop "
+                             "the oldest K characters and refill the cache once, so every character sees at least "
+                             "block_size - K characters; by default every character sees the last block_size")
+    parser.add_argument("--no_cache", action="store_true",
+                        help="run the whole context for every character, without the KV cache (slow; for checks)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1'")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model first (slow to start; can pay off for long generations on GPU)")
     return parser
 
 
+def run(args: argparse.Namespace, out: TextIO) -> None:
+    """Load, generate and write to ``out``: the first sample character by character, then the others."""
+    prompt = args.prompt if args.prompt_file is None else read_utf8(Path(args.prompt_file), "prompt file",
+                                                                   "--prompt_file")
+    check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.num_samples)
+    gen = TextGenerator.from_checkpoint(args.checkpoint, args.device, args.compile)
+    prefix = gen.tokenizer.decode(gen.encode_prompt(prompt))  # fails here, before any output, on unknown characters
+    stream = gen.stream_batch(prompt, args.max_new_tokens, args.num_samples, args.temperature, args.top_k,
+                              args.top_p, args.seed, use_cache=not args.no_cache, window_shift=args.window_shift)
+    out.write(prefix)
+    out.flush()
+    rest: list[list[str]] = [[prefix] for _ in range(args.num_samples - 1)]
+    for chars in stream:
+        out.write(chars[0])
+        out.flush()
+        for text, ch in zip(rest, chars[1:]):
+            text.append(ch)
+    out.write(f"\n{SEPARATOR}\n")
+    for text in rest:
+        out.write("".join(text) + f"\n{SEPARATOR}\n")
+    out.flush()
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """Parse ``argv``, load the checkpoint and print the samples; user errors end with one line and exit 2."""
+    """Parse ``argv`` and sample; user errors end with one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
-        if args.num_samples < 1:
-            raise LitGPTError(f"num_samples must be at least 1, got {args.num_samples}")
-        check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-        model, tokenizer = load_checkpoint(args.checkpoint, device)
-        samples = generate_text(model, tokenizer, args.prompt, args.max_new_tokens, args.num_samples,
-                                args.temperature, args.top_k, args.top_p, args.seed)
+        run(args, sys.stdout)
     except LitGPTError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    for text in samples:
-        print(text)
-        print("---------------")
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise SystemExit(130) from None
