@@ -16,6 +16,7 @@ from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint
 from lit_gpt.data import CharDataModule
 from lit_gpt.errors import LitGPTError
 from lit_gpt.module import LitGPT
+from lit_gpt.monitor import TokenThroughput, TrainingMonitor
 
 
 class GPTLightningCLI(LightningCLI):
@@ -49,6 +50,8 @@ class GPTLightningCLI(LightningCLI):
                 "periodic_checkpoint.enable_version_counter": False,
             }
         )
+        parser.add_lightning_class_args(TrainingMonitor, "monitor")
+        parser.add_lightning_class_args(TokenThroughput, "throughput")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 

@@ -46,6 +46,8 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # back into the residual stream
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.record_attention = False  # set by GPT.attention_maps: compute the weights explicitly and keep them
+        self.attention: Optional[torch.Tensor] = None  # (B, nh, T, T) when recorded
 
     def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C). With a cache, x holds the T positions that follow the cached ones."""
@@ -61,10 +63,17 @@ class CausalSelfAttention(nn.Module):
             if past > 0:  # query i (absolute position past + i) sees keys 0 .. past + i
                 is_causal = False
                 mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-        # softmax((B, nh, T, hs) @ (B, nh, hs, L) / sqrt(hs), masked causally) @ (B, nh, L, hs) -> (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )
+        if self.record_attention and kv_cache is None:  # the same attention, spelled out, for pictures
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
+            att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # (B, nh, T, T), rows sum to 1
+            self.attention = att.detach()
+            y = att @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+        else:
+            # softmax((B, nh, T, hs) @ (B, nh, hs, L) / sqrt(hs), masked causally) @ (B, nh, L, hs) -> (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -142,6 +151,19 @@ class GPT(nn.Module):
         """Parameter count; position embeddings are left out by default (the token embedding is shared with the head)."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) -> attention weights (n_layer, B, nh, T, T): row t is how position t spreads its attention."""
+        attns = [block.attn for block in self.transformer.h]
+        for attn in attns:
+            attn.record_attention = True
+        try:
+            self(idx)
+            return torch.stack([attn.attention for attn in attns])  # (n_layer, B, nh, T, T)
+        finally:
+            for attn in attns:
+                attn.record_attention, attn.attention = False, None
 
     def new_kv_cache(self, batch_size: int) -> list[KVCache]:
         """An empty cache per layer, on the model's device and dtype, for up to ``block_size`` positions."""

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.throughput import measure_flops
 from torchmetrics.aggregation import MeanMetric
 
 from lit_gpt.config import GPTConfig
@@ -62,6 +63,19 @@ class LitGPT(L.LightningModule):
         self.val_loss = MeanMetric()  # token-weighted mean, summed over devices
         self.val_loss.set_dtype(torch.float64)  # sums of ~1e5 losses: 1 device and N devices agree to ~1e-12
         self._rng_to_restore: Optional[dict[str, Any]] = None
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and datamodule is not None:
+            self.flops_per_batch = self.measure_flops_per_batch(datamodule.batch_size, datamodule.block_size)
+
+    def measure_flops_per_batch(self, batch_size: int, block_size: int) -> int:
+        """FLOPs of one training step (forward + backward) on a (batch_size, block_size) batch, counted by
+        ``measure_flops`` on a copy of the model on the meta device (no memory, no compute); for MFU."""
+        with torch.device("meta"):
+            meta = build_model(self.hparams.arch, self.config)
+            x = torch.zeros(batch_size, block_size, dtype=torch.long)
+        return measure_flops(meta, lambda: meta(x, x)[1], lambda loss: loss)  # forward, then loss.backward()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) int64 -> logits (B, T, vocab_size)"""

@@ -1,0 +1,114 @@
+"""What a run shows in TensorBoard, read back from the event files."""
+
+import io
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_gpt.cli import cli_main
+from lit_gpt.config import GPTConfig
+from lit_gpt.model import GPT
+from lit_gpt.monitor import VIRIDIS, attention_image, colorize
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+
+
+def fit(corpus: Path, runs: Path, *extra: str):
+    return cli_main(["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
+                     "--trainer.logger.init_args.save_dir", str(runs), *extra])
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    ea = EventAccumulator(str(run_dir), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    ea.Reload()
+    return ea
+
+
+@pytest.fixture(scope="module")
+def run(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> EventAccumulator:
+    runs = tmp_path_factory.mktemp("runs")
+    fit(corpus_path, runs, "--monitor.attention_prompt", "ROMEO:\nBut soft")
+    return events(runs / "debug")
+
+
+def test_scalars(run: EventAccumulator) -> None:
+    tags = set(run.Tags()["scalars"])
+    for tag in ["train_loss", "val_loss", "val_bpc", "lr/decay", "lr/no_decay", "grad_norm", "hp_metric",
+                "train/device/items_per_sec", "train/device/flops_per_sec", "monitor_seconds"]:
+        assert tag in tags, tag
+    assert len(run.Scalars("train_loss")) == 20  # every step (log_every_n_steps: 1 in the debug recipe)
+    val = [e.value for e in run.Scalars("val_loss")]
+    bpc = [e.value for e in run.Scalars("val_bpc")]
+    assert len(val) == 2 and bpc == pytest.approx([v / math.log(2) for v in val], rel=1e-6)
+    assert run.Scalars("hp_metric")[-1].value == pytest.approx(min(val))  # the best val_loss
+    assert all(e.value > 0 and math.isfinite(e.value) for e in run.Scalars("grad_norm"))
+    assert run.Scalars("train/device/items_per_sec")[-1].value > 0
+    lrs = [e.value for e in run.Scalars("lr/decay")]
+    assert lrs[0] < lrs[4] and 1e-4 < lrs[-1] < 1.2e-4  # warmup, then cosine decay towards min_lr at step 20
+    assert all(0 < e.value < 60 for e in run.Scalars("monitor_seconds"))
+
+
+def test_text_samples(run: EventAccumulator) -> None:
+    texts = [e.tensor_proto.string_val[0].decode() for e in run.Tensors("samples/text_summary")]
+    assert len(texts) == 2  # one per validation
+    assert texts[0].startswith("**step 10**") and texts[1].startswith("**step 20**")
+    body = [line[4:] for line in texts[1].split("\n")[2:]]  # the indented code block
+    assert len("\n".join(body)) == 1 + 100  # the prompt (a newline) and sample_length characters
+
+
+def test_attention_images(run: EventAccumulator) -> None:
+    assert {"attention/layer0", "attention/layer1"} <= set(run.Tags()["images"])
+    image = run.Images("attention/layer0")[-1]
+    picture = torch.from_numpy(__import__("numpy").array(Image.open(io.BytesIO(image.encoded_image_string))))
+    assert picture.shape[2] == 3 and picture.shape[0] > 100 and picture.shape[1] > 100
+    assert len(run.Images("attention/layer1")) == 2
+
+
+def test_attention_maps_are_causal_distributions() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=3, n_embd=24)).eval()
+    idx = torch.randint(0, 20, (2, 12))
+    maps = model.attention_maps(idx)  # (n_layer, B, nh, T, T)
+    assert maps.shape == (2, 2, 3, 12, 12)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 3, 12))  # rows sum to 1
+    assert torch.all(maps.triu(diagonal=1) == 0)  # nothing attends to the future
+    torch.testing.assert_close(model(idx)[0], model(idx)[0])
+    model.transformer.h[0].attn.record_attention = True  # the explicit path computes the same as SDPA
+    explicit = model(idx)[0]
+    model.transformer.h[0].attn.record_attention = False
+    torch.testing.assert_close(explicit, model(idx)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_image_draws_the_upper_triangle_empty() -> None:
+    T, scale = 6, 10
+    att = torch.rand(2, T, T).tril()
+    att = att / att.sum(-1, keepdim=True)
+    image = attention_image(att, list("ab cd\n"), "title", scale=scale, columns=2)  # (3, H, W)
+    assert image.shape[0] == 3 and image.min() >= 0 and image.max() <= 1
+    pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8)  # (H, W, 3)
+    empty, full = VIRIDIS[0].to(torch.uint8), VIRIDIS[-1].to(torch.uint8)
+    is_empty = (pixels == empty).all(-1)  # (H, W)
+    is_full = (pixels == full).all(-1)
+    assert is_empty.sum() >= 2 * (T * (T - 1) // 2) * scale * scale  # every upper-triangle cell of both heads
+    assert is_full.sum() >= 2 * T * scale * scale  # every row's maximum is drawn at full colour
+    torch.testing.assert_close(colorize(torch.tensor([[0.0, 1.0]])), torch.stack([empty, full]).unsqueeze(0))
+
+
+def test_everything_switches_off(corpus_path: Path, tmp_path: Path) -> None:
+    fit(corpus_path, tmp_path, "--monitor.log_samples", "false", "--monitor.log_attention", "false",
+        "--monitor.log_grad_norm", "false")
+    ea = events(tmp_path / "debug")
+    assert not ea.Tags()["images"] and not ea.Tags()["tensors"]
+    assert "grad_norm" not in ea.Tags()["scalars"] and "val_loss" in ea.Tags()["scalars"]
+
+
+def test_monitor_under_ddp_runs_on_rank_zero_without_hanging(corpus_path: Path, tmp_path: Path) -> None:
+    fit(corpus_path, tmp_path, "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2")
+    ea = events(tmp_path / "debug")
+    assert len(ea.Tensors("samples/text_summary")) == 2  # written once per validation, by rank 0
+    assert len(ea.Images("attention/layer0")) == 2
