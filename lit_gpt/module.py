@@ -63,6 +63,7 @@ class LitGPT(L.LightningModule):
         self.val_loss = MeanMetric()  # token-weighted mean, summed over devices
         self.val_loss.set_dtype(torch.float64)  # sums of ~1e5 losses: 1 device and N devices agree to ~1e-12
         self._rng_to_restore: Optional[dict[str, Any]] = None
+        self._first_bad_step: Optional[torch.Tensor] = None  # on the device: -1, or the first non-finite step
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -84,12 +85,11 @@ class LitGPT(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch  # (B, T), (B, T)
         _, loss = self.model(x, y)
-        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
-        if not finite:  # before backward: the weights, and the last checkpoint, are still good
-            raise LitGPTError(
-                f"train_loss is not finite ({loss.item()}) at step {self.global_step}; training stopped, and the "
-                f"last checkpoint was kept. Try a lower --model.learning_rate or --trainer.gradient_clip_val"
-            )
+        # Remember the first non-finite step on the device (no host sync); read it every log_every_n_steps steps.
+        bad = ~torch.isfinite(loss.detach())
+        self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), self.global_step, self._first_bad_step)
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.check_finite()
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -107,7 +107,18 @@ class LitGPT(L.LightningModule):
         self.log("val_loss", loss, prog_bar=True, sync_dist=True)
         self.log("val_bpc", loss / math.log(2), sync_dist=True)  # bits per character
 
+    def check_finite(self) -> None:
+        """Stop, naming the first step whose train_loss was not finite (one sync, agreed across devices)."""
+        first_bad = self.trainer.strategy.reduce(self._first_bad_step.float(), reduce_op="max")
+        if first_bad >= 0:
+            raise LitGPTError(
+                f"train_loss is not finite at step {int(first_bad)}; training stopped, and the last checkpoint was "
+                f"kept. Try a lower --model.learning_rate or --trainer.gradient_clip_val"
+            )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._first_bad_step is not None:
+            self.check_finite()  # never write weights that a non-finite step has touched
         # Lightning does not save the global RNG that dropout draws from; without it a resumed run diverges.
         checkpoint["rng_state"] = {
             "torch": torch.get_rng_state(),
@@ -118,6 +129,7 @@ class LitGPT(L.LightningModule):
         self._rng_to_restore = checkpoint.get("rng_state")
 
     def on_train_start(self) -> None:
+        self._first_bad_step = torch.tensor(-1, device=self.device)
         # Restored here, not in on_load_checkpoint: creating the train loader's iterator draws from the global RNG
         # after the checkpoint is loaded, and that draw must not shift the stream dropout sees.
         if self._rng_to_restore is not None:

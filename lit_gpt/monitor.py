@@ -3,6 +3,7 @@
 One callback with options, so the YAML can tune or switch off each part (``monitor.log_samples: false`` ...).
 """
 
+import math
 import time
 from typing import Any, Optional
 
@@ -30,7 +31,8 @@ def colorize(values: torch.Tensor) -> torch.Tensor:
     return (VIRIDIS[lo] * (1 - frac) + VIRIDIS[lo + 1] * frac).round().to(torch.uint8)  # (H, W, 3)
 
 
-def attention_image(att: torch.Tensor, chars: list[str], title: str, scale: int = 12, columns: int = 3) -> torch.Tensor:
+def attention_image(att: torch.Tensor, chars: list[str], title: str, scale: int = 12,
+                    columns: Optional[int] = None) -> torch.Tensor:
     """att (nh, T, T) of one layer -> (3, H, W) float image in [0, 1]: a heatmap per head, characters on the axes.
 
     Row t shows where position t looks (its weights over positions 0..t sum to 1), scaled to the row's maximum so
@@ -38,7 +40,8 @@ def attention_image(att: torch.Tensor, chars: list[str], title: str, scale: int 
     """
     nh, T, _ = att.shape
     font = ImageFont.load_default(size=max(10, scale - 1))
-    cols, rows = min(columns, nh), -(-nh // columns)
+    cols = columns or math.ceil(math.sqrt(nh))  # a square-ish grid: 4 heads 2x2, 6 heads 3x2
+    cols, rows = min(cols, nh), -(-nh // cols)
     side, label, gap, head_title = T * scale, scale + 4, 16, scale + 6
     cell_w, cell_h = label + side + gap, head_title + label + side + gap
     canvas = Image.new("RGB", (cols * cell_w + gap, rows * cell_h + 30), "white")

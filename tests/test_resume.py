@@ -78,18 +78,21 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path: Path, monkeypatch: py
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
+@pytest.mark.parametrize("log_every", ["1", "10"])
 def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
-    corpus_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    corpus_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture, log_every: str
 ) -> None:
+    """The loss is checked without a host sync and read every log_every_n_steps steps and before every save: with
+    10, training runs on past step 15 but still names step 15 and never saves the damaged weights (step 20)."""
     poison = '--trainer.callbacks+={"class_path": "helpers.PoisonWeights", "init_args": {"at_step": 15}}'
     with pytest.raises(SystemExit) as exit_info:
         cli_main(args(corpus_path, tmp_path, tmp_path / "r.txt", poison, "--periodic_checkpoint.every_n_train_steps",
-                      "5"))
+                      "5", "--trainer.log_every_n_steps", log_every))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "train_loss is not finite (nan) at step 15" in lines[0]
+    assert len(lines) == 1 and "train_loss is not finite at step 15" in lines[0]
     ckpt = torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 15
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())

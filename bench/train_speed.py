@@ -1,0 +1,105 @@
+"""Training speed: Lightning (Trainer.fit with the recipe's module, data, callbacks and logging) vs. a bare PyTorch
+loop over the same GPT, windows, AdamW and schedule, side by side in one run.
+
+    python bench/train_speed.py --config configs/shakespeare_char_cpu.yaml [--steps 50] [--repeats 3]
+
+Each side is timed for N and 5N optimizer steps from a fresh start; (t(5N) - t(N)) / 4N is the steady per-step time,
+so start-up (building, the first-step warm-up, compilation) cancels. Validation is off on both sides
+(limit_val_batches=0); everything else of the recipe stays on in the Lightning run: progress bar, TensorBoard logging,
+LearningRateMonitor, ThroughputMonitor, the gradient norm, periodic checkpoints. Prints tokens/s of both and the ratio.
+"""
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+
+import torch
+
+from lit_gpt.cli import GPTLightningCLI
+from lit_gpt.data import CharDataModule, TrainWindows
+from lit_gpt.module import LitGPT
+
+
+def build(config: str, steps: int, workdir: str, extra: list[str]) -> GPTLightningCLI:
+    args = ["--config", config, "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
+            "--trainer.num_sanity_val_steps", "0", "--trainer.logger.init_args.save_dir", workdir, *extra]
+    return GPTLightningCLI(LitGPT, CharDataModule, run=False, args=args, save_config_kwargs={"overwrite": True})
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_lightning(config: str, steps: int, extra: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as workdir:
+        cli = build(config, steps, workdir, extra)
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model, cli.datamodule)
+        sync(cli.trainer.strategy.root_device)
+        return time.perf_counter() - start
+
+
+def time_bare(config: str, steps: int, extra: list[str]) -> float:
+    """The same model, windows, optimizer, schedule, clipping and precision in a plain loop, nothing else."""
+    with tempfile.TemporaryDirectory() as workdir:
+        cli = build(config, steps, workdir, extra)  # for the same objects and settings only; its Trainer is not used
+        trainer, module, data = cli.trainer, cli.model, cli.datamodule
+        device = trainer.strategy.root_device
+        start = time.perf_counter()
+        model = module.model.to(device).train()
+        module.trainer = None
+        opt_config = module.configure_optimizers()
+        optimizer, schedule = opt_config["optimizer"], opt_config["lr_scheduler"]["scheduler"]
+        windows = TrainWindows(data.train_data, data.block_size, data.batch_size, data.seed)
+        bf16 = trainer.precision == "bf16-mixed"
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        clip = trainer.gradient_clip_val
+        for step in range(steps):
+            x, y = (t.to(device, non_blocking=True) for t in windows.batch(step))
+            with autocast:
+                _, loss = model(x, y)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+        sync(device)
+        return time.perf_counter() - start
+
+
+def per_step_times(config: str, steps: int, repeats: int, extra: list[str]) -> tuple[float, float]:
+    """Median over repeats of (t(5N) - t(N)) / 4N for Lightning and the bare loop, the two interleaved so that the
+    drifts of a noisy machine hit both alike."""
+    lightning, bare = [], []
+    for _ in range(repeats):
+        for fn, out in ((time_lightning, lightning), (time_bare, bare)):
+            short = fn(config, steps, extra)
+            out.append((fn(config, 5 * steps, extra) - short) / (4 * steps))
+    return statistics.median(lightning), statistics.median(bare)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/shakespeare_char_cpu.yaml", help="the recipe to time")
+    parser.add_argument("--steps", type=int, default=50, help="N: each side runs N and 5N steps")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of each measurement (the median is used)")
+    parser.add_argument("overrides", nargs="*", help="extra CLI overrides for the recipe, e.g. --data.path=FILE")
+    args = parser.parse_args()
+
+    cli = build(args.config, 1, tempfile.gettempdir(), args.overrides)
+    tokens = cli.datamodule.batch_size * cli.datamodule.block_size
+    device = cli.trainer.strategy.root_device
+    print(f"recipe {args.config}: {tokens} tokens per step, device {device}, precision {cli.trainer.precision}, "
+          f"torch {torch.__version__}; N = {args.steps}, median of {args.repeats}")
+    lightning, bare = per_step_times(args.config, args.steps, args.repeats, args.overrides)
+    print(f"bare PyTorch loop   {tokens / bare:10.0f} tokens/s   {bare * 1e3:7.2f} ms/step   1.000")
+    print(f"Lightning fit       {tokens / lightning:10.0f} tokens/s   {lightning * 1e3:7.2f} ms/step   "
+          f"{bare / lightning:.3f}")
+
+
+if __name__ == "__main__":
+    main()
