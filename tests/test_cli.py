@@ -210,3 +210,17 @@ def test_new_run_refuses_to_overwrite_an_earlier_run(trained: dict, capsys: pyte
         cli_main(fit_args(trained["corpus"], trained["runs"]))
     assert_one_line_error(capsys, exit_info, r"last\.ckpt exists from an earlier run: resume it with --ckpt_path last")
     assert trained["last"].read_bytes() == before
+
+
+def test_compiled_training_keeps_clean_checkpoint_keys(corpus_path: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """--model.compile true compiles the inner model in place: training works and the checkpoint samples as usual."""
+    cli = cli_main(fit_args(corpus_path, tmp_path, "--model.compile", "true", "--trainer.max_steps", "3",
+                            "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
+                            "--monitor.log_samples", "false", "--monitor.log_attention", "false"))
+    assert cli.model.model._compiled_call_impl is not None  # nn.Module.compile() was applied
+    ckpt = torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert all(k.startswith("model.") and "_orig_mod" not in k for k in ckpt["state_dict"])
+    assert sample(capsys, "--checkpoint", str(tmp_path / "debug" / "checkpoints" / "last.ckpt"), "--prompt", "KING",
+                  "--max_new_tokens", "5").startswith("KING")
