@@ -87,8 +87,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/shakespeare_char_cpu.yaml", help="the recipe to time")
     parser.add_argument("--steps", type=int, default=50, help="N: each side runs N and 5N steps")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each measurement (the median is used)")
-    parser.add_argument("overrides", nargs="*", help="extra CLI overrides for the recipe, e.g. --data.path=FILE")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()  # anything else is a recipe override, e.g. --data.path=FILE
+    args.overrides = overrides
 
     cli = build(args.config, 1, tempfile.gettempdir(), args.overrides)
     tokens = cli.datamodule.batch_size * cli.datamodule.block_size

@@ -103,7 +103,8 @@ class TrainingMonitor(Callback):
             self.log_samples = self.log_attention = False
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if self.log_grad_norm:
+        # Only on steps that reach the logger: the per-parameter norms are work the other steps need not do.
+        if self.log_grad_norm and trainer._logger_connector.should_update_logs:
             pl_module.log("grad_norm", grad_norm(pl_module, norm_type=2)["grad_2.0_norm_total"])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -82,3 +82,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
+        sys.stderr.close()
+        raise SystemExit(0) from None
