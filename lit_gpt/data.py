@@ -183,7 +183,8 @@ class CharDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer is not None else 1
-        windows = ValWindows(self.val_data, self.block_size)
-        windows = ValWindows(self.val_data, self.block_size, num_padding=-len(windows) % world)
+        n, T = len(self.val_data), self.block_size
+        scored_windows = -(-(n - 1) // T)  # full windows plus the tail window, if any
+        windows = ValWindows(self.val_data, T, num_padding=-scored_windows % world)
         return DataLoader(windows, batch_size=self.val_batch_size, shuffle=False, pin_memory=self._pin(),
                           generator=torch.Generator())
