@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import lightning as L
 import torch
+import pytest
 from lightning.pytorch.callbacks import Callback
 
 
@@ -67,3 +69,13 @@ class PoisonWeights(Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     p.fill_(float("nan"))
+
+
+def assert_one_line_error(capsys: pytest.CaptureFixture, exit_info: pytest.ExceptionInfo, pattern: str) -> None:
+    """A user error: exit status 2, exactly one ``error:`` line on stderr matching ``pattern``, no traceback."""
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]

@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import assert_one_line_error
 from lit_gpt.cli import cli_main
 from lit_gpt.sample_cli import main as sample_main
 
@@ -110,17 +111,6 @@ def test_bigram_fit_lowers_the_loss(synthetic_path: Path, tmp_path: Path) -> Non
     vocab_size = cli.datamodule.vocab_size
     # Random N(0, 1) logits start above the uniform loss ln(V); a trained table must be well below it.
     assert cli.trainer.callback_metrics["val_loss"].item() < math.log(vocab_size) - 1.0
-
-
-def assert_one_line_error(capsys: pytest.CaptureFixture, exit_info: pytest.ExceptionInfo, pattern: str) -> None:
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    import re
-
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 @pytest.mark.parametrize(

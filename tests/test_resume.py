@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import read_losses
+from helpers import assert_one_line_error, read_losses
 from lit_gpt.checkpointing import AtomicCheckpointIO
 from lit_gpt.cli import cli_main
 
@@ -88,11 +88,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     with pytest.raises(SystemExit) as exit_info:
         cli_main(args(corpus_path, tmp_path, tmp_path / "r.txt", poison, "--periodic_checkpoint.every_n_train_steps",
                       "5", "--trainer.log_every_n_steps", log_every))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "train_loss is not finite at step 15" in lines[0]
+    assert_one_line_error(capsys, exit_info, r"train_loss is not finite at step 15")
     ckpt = torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 15
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
