@@ -1,16 +1,18 @@
 """Training speed: Lightning (Trainer.fit with the recipe's module, data, callbacks and logging) vs. a bare PyTorch
 loop over the same GPT, windows, AdamW and schedule, side by side in one run.
 
-    python bench/train_speed.py --config configs/shakespeare_char_cpu.yaml [--steps 50] [--repeats 3]
+    python bench/train_speed.py --config configs/shakespeare_char_cpu.yaml [--steps 50] [--repeats 5]
 
 Each side is timed for N and 5N optimizer steps from a fresh start; (t(5N) - t(N)) / 4N is the steady per-step time,
 so start-up (building, the first-step warm-up, compilation) cancels. Validation is off on both sides
 (limit_val_batches=0); everything else of the recipe stays on in the Lightning run: progress bar, TensorBoard logging,
-LearningRateMonitor, ThroughputMonitor, the gradient norm, periodic checkpoints. Prints tokens/s of both and the ratio.
+LearningRateMonitor, throughput (TokenThroughput), the gradient norm, periodic checkpoints. Prints tokens/s of
+both and the ratio.
 """
 
 import argparse
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -36,10 +38,11 @@ def sync(device: torch.device) -> None:
 def time_lightning(config: str, steps: int, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as workdir:
         cli = build(config, steps, workdir, extra)
-        start = time.perf_counter()
-        cli.trainer.fit(cli.model, cli.datamodule)
-        sync(cli.trainer.strategy.root_device)
-        return time.perf_counter() - start
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the bar runs, unseen
+            start = time.perf_counter()
+            cli.trainer.fit(cli.model, cli.datamodule)
+            sync(cli.trainer.strategy.root_device)
+            return time.perf_counter() - start
 
 
 def time_bare(config: str, steps: int, extra: list[str]) -> float:
@@ -71,22 +74,25 @@ def time_bare(config: str, steps: int, extra: list[str]) -> float:
         return time.perf_counter() - start
 
 
-def per_step_times(config: str, steps: int, repeats: int, extra: list[str]) -> tuple[float, float]:
-    """Median over repeats of (t(5N) - t(N)) / 4N for Lightning and the bare loop, the two interleaved so that the
-    drifts of a noisy machine hit both alike."""
-    lightning, bare = [], []
-    for _ in range(repeats):
-        for fn, out in ((time_lightning, lightning), (time_bare, bare)):
+def per_step_times(config: str, steps: int, repeats: int, extra: list[str]) -> list[tuple[float, float]]:
+    """(Lightning, bare) steady per-step seconds, (t(5N) - t(N)) / 4N, for each repeat. The two sides run back to
+    back within a repeat, in alternating order, so that the slow drifts of a shared machine hit both alike."""
+    pairs = []
+    for repeat in range(repeats):
+        sides = [time_lightning, time_bare] if repeat % 2 == 0 else [time_bare, time_lightning]
+        per_step = {}
+        for fn in sides:
             short = fn(config, steps, extra)
-            out.append((fn(config, 5 * steps, extra) - short) / (4 * steps))
-    return statistics.median(lightning), statistics.median(bare)
+            per_step[fn] = (fn(config, 5 * steps, extra) - short) / (4 * steps)
+        pairs.append((per_step[time_lightning], per_step[time_bare]))
+    return pairs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/shakespeare_char_cpu.yaml", help="the recipe to time")
     parser.add_argument("--steps", type=int, default=50, help="N: each side runs N and 5N steps")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of each measurement (the median is used)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the pair (the medians are reported)")
     args, overrides = parser.parse_known_args()  # anything else is a recipe override, e.g. --data.path=FILE
     args.overrides = overrides
 
@@ -95,10 +101,13 @@ def main() -> None:
     device = cli.trainer.strategy.root_device
     print(f"recipe {args.config}: {tokens} tokens per step, device {device}, precision {cli.trainer.precision}, "
           f"torch {torch.__version__}; N = {args.steps}, median of {args.repeats}")
-    lightning, bare = per_step_times(args.config, args.steps, args.repeats, args.overrides)
-    print(f"bare PyTorch loop   {tokens / bare:10.0f} tokens/s   {bare * 1e3:7.2f} ms/step   1.000")
-    print(f"Lightning fit       {tokens / lightning:10.0f} tokens/s   {lightning * 1e3:7.2f} ms/step   "
-          f"{bare / lightning:.3f}")
+    pairs = per_step_times(args.config, args.steps, args.repeats, args.overrides)
+    lightning, bare = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+    ratios = [b / l for l, b in pairs]
+    print(f"bare PyTorch loop   {tokens / bare:10.0f} tokens/s   {bare * 1e3:7.2f} ms/step")
+    print(f"Lightning fit       {tokens / lightning:10.0f} tokens/s   {lightning * 1e3:7.2f} ms/step")
+    print(f"Lightning / bare    {statistics.median(ratios):.3f} (median of the repeats' ratios: "
+          f"{', '.join(f'{r:.3f}' for r in ratios)})")
 
 
 if __name__ == "__main__":

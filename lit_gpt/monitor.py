@@ -10,12 +10,15 @@ from typing import Any, Optional
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import grad_norm, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, ImageDraw, ImageFont
 
+from lit_gpt.errors import LitGPTError
 from lit_gpt.generate import TextGenerator
+from lit_gpt.module import is_log_step
 from lit_gpt.tokenizer import CharTokenizer
 
 # viridis at 0, 1/4, 1/2, 3/4, 1: dark purple (no attention) to yellow (all of it)
@@ -83,7 +86,7 @@ class TrainingMonitor(Callback):
         log_attention: Log attention maps at every validation (IMAGES tab, one image per layer, ``attention/layerN``).
         attention_prompt: The short text whose attention is drawn (characters along both axes).
         attention_scale: Pixels per character in the attention maps.
-        log_grad_norm: Log the total L2 norm of the gradients before clipping (``grad_norm``) every step.
+        log_grad_norm: Log the total L2 norm of the gradients before clipping (``grad_norm``) on the steps that log.
     """
 
     def __init__(self, log_samples: bool = True, sample_prompt: str = "\n", sample_length: int = 300,
@@ -104,8 +107,9 @@ class TrainingMonitor(Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         # Only on steps that reach the logger: the per-parameter norms are work the other steps need not do.
-        if self.log_grad_norm and trainer._logger_connector.should_update_logs:
-            pl_module.log("grad_norm", grad_norm(pl_module, norm_type=2)["grad_2.0_norm_total"])
+        if self.log_grad_norm and is_log_step(trainer, trainer.global_step):
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            pl_module.log("grad_norm", torch.nn.utils.get_total_norm(grads, norm_type=2.0))  # foreach, not per tensor
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or "val_loss" not in trainer.callback_metrics:
@@ -157,27 +161,84 @@ def batch_size(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
 
 
 def batch_tokens(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
-    """Characters (tokens) in a batch; ThroughputMonitor reports them per second as ``items_per_sec``."""
+    """Characters (tokens) in a batch; reported per second as ``items_per_sec``."""
     return batch[0].numel()
 
 
-class TokenThroughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor set up for character windows: logs ``train/device/items_per_sec`` (tokens/s per
-    device), ``train/device/samples_per_sec``, ``train/device/flops_per_sec`` and ``train/device/mfu`` (when the
-    device's peak is known, or given).
+class TokenThroughput(Callback):
+    """Training throughput in TensorBoard: ``train/device/items_per_sec`` (tokens/s per device),
+    ``train/device/samples_per_sec`` (windows/s), ``train/device/flops_per_sec`` and ``train/device/mfu`` (when the
+    device's peak is known, or given), computed by Lightning's ``Throughput`` over the last ``window_size`` steps.
+
+    Lightning's ThroughputMonitor does the same arithmetic but reads the clock after every step, and on a GPU it calls
+    ``torch.cuda.synchronize()`` first, which drains the queue of launched kernels every step. This callback reads the
+    clock (and synchronizes) only on the steps that log, where the logger reads values off the device anyway; every
+    step's windows, tokens and FLOPs are still counted, and time spent validating is left out.
 
     Args:
-        window_size: Batches averaged over; nothing is logged before that many batches.
+        window_size: Training steps averaged over (rounded up to whole logging intervals); nothing is logged before
+            that many steps.
         peak_flops: The device's peak FLOP/s, for MFU where Lightning does not know it (e.g. a CPU); null: Lightning's.
     """
 
     def __init__(self, window_size: int = 50, peak_flops: Optional[float] = None) -> None:
-        super().__init__(batch_size_fn=batch_size, length_fn=batch_tokens, window_size=window_size)
-        self.peak_flops = peak_flops
+        if window_size < 1:
+            raise LitGPTError(f"throughput.window_size must be at least 1, got {window_size}")
+        self.window_size, self.peak_flops = window_size, peak_flops
+        self._throughput: Optional[Throughput] = None
+        self._start: Optional[float] = None  # set while training runs
+        self._paused: Optional[float] = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if self.peak_flops is not None:
-            self.available_flops = int(self.peak_flops)
-            for throughput in self._throughputs.values():
-                throughput.available_flops = int(self.peak_flops)
+        peak = self.peak_flops or get_available_flops(trainer.strategy.root_device, compute_dtype(trainer.precision))
+        updates = max(2, math.ceil(self.window_size / trainer.log_every_n_steps) + 1)  # one update per logged step
+        self._throughput = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=updates)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._throughput.reset()
+        self._start, self._paused = time.perf_counter(), None
+        self._steps, self._samples, self._tokens, self._flops = 0, 0, 0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._steps += 1
+        self._samples += batch_size(batch)
+        self._tokens += batch_tokens(batch)
+        self._flops += getattr(pl_module, "flops_per_batch", 0)
+        step = trainer.global_step - 1  # the step just done, as Lightning logs it
+        if not trainer.is_global_zero or not is_log_step(trainer, step):
+            return
+        self._synchronize(trainer)  # the clock must see the work done, not just launched
+        self._throughput.update(time=time.perf_counter() - self._start, batches=self._steps, samples=self._samples,
+                                lengths=self._tokens, flops=self._flops or None)
+        self._flops = 0  # FLOPs are per update; the others are running totals
+        metrics = {f"train/{name}": value for name, value in self._throughput.compute().items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._start is not None:  # a validation inside fit, not the sanity check or `validate`
+            self._synchronize(trainer)
+            self._paused = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._start is not None and self._paused is not None:
+            self._start += time.perf_counter() - self._paused  # validation time is not training time
+            self._paused = None
+
+    @staticmethod
+    def _synchronize(trainer: L.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype matmuls run in under a Trainer ``precision`` setting, for looking up the device's peak FLOP/s."""
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return torch.float64 if precision.startswith("64") else torch.float32

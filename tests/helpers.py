@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import lightning as L
@@ -79,3 +80,14 @@ def assert_one_line_error(capsys: pytest.CaptureFixture, exit_info: pytest.Excep
     assert len(lines) == 1, err
     assert "Traceback" not in err
     assert re.search(pattern, lines[0]), lines[0]
+
+
+class SlowValidation(Callback):
+    """Sleep ``seconds`` after every validation batch (outside the sanity check): validation that takes a known time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
+        if not trainer.sanity_checking:
+            time.sleep(self.seconds)

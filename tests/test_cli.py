@@ -8,7 +8,9 @@ import torch
 import yaml
 
 from helpers import assert_one_line_error
-from lit_gpt.cli import cli_main
+from lit_gpt.cli import GPTLightningCLI, cli_main
+from lit_gpt.data import CharDataModule
+from lit_gpt.module import LitGPT
 from lit_gpt.sample_cli import main as sample_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +126,10 @@ def test_bigram_fit_lowers_the_loss(synthetic_path: Path, tmp_path: Path) -> Non
         (["--model.config.n_layer", "0"], r"n_layer must be a positive integer, got 0"),
         (["--data.batch_size", "0"], r"data\.batch_size must be a positive integer, got 0"),
         (["--data.block_size", "-3"], r"data\.block_size must be a positive integer, got -3"),
+        (["--throughput.window_size", "0"], r"throughput\.window_size must be at least 1, got 0"),
     ],
-    ids=["missing", "not-utf8", "empty", "short", "indivisible-heads", "zero-layers", "zero-batch", "negative-block"],
+    ids=["missing", "not-utf8", "empty", "short", "indivisible-heads", "zero-layers", "zero-batch", "negative-block",
+         "throughput-window"],
 )
 def test_train_bad_input_is_one_clear_line(extra: list[str], pattern: str, corpus_path: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture) -> None:
@@ -214,3 +218,15 @@ def test_compiled_training_keeps_clean_checkpoint_keys(corpus_path: Path, tmp_pa
     assert all(k.startswith("model.") and "_orig_mod" not in k for k in ckpt["state_dict"])
     assert sample(capsys, "--checkpoint", str(tmp_path / "debug" / "checkpoints" / "last.ckpt"), "--prompt", "KING",
                   "--max_new_tokens", "5").startswith("KING")
+
+
+@pytest.mark.parametrize("extra, refresh_rate", [([], 7), (["--trainer.enable_progress_bar", "false"], None)],
+                         ids=["default", "off"])
+def test_progress_bar_redraws_when_the_logger_writes(extra: list[str], refresh_rate, corpus_path: Path,
+                                                      tmp_path: Path) -> None:
+    """Lightning's bar redraws (and reads train_loss off the device) every step; ours every log_every_n_steps."""
+    args = ["--config", DEBUG, "--data.path", str(corpus_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.log_every_n_steps", "7", *extra]
+    cli = GPTLightningCLI(LitGPT, CharDataModule, run=False, args=args)
+    bar = cli.trainer.progress_bar_callback
+    assert (bar.refresh_rate if bar is not None else None) == refresh_rate

@@ -9,9 +9,11 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from helpers import read_losses
 from lit_gpt.cli import cli_main
 from lit_gpt.config import GPTConfig
 from lit_gpt.model import GPT
+from lit_gpt.module import LitGPT
 from lit_gpt.monitor import VIRIDIS, attention_image, colorize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,3 +114,35 @@ def test_monitor_under_ddp_runs_on_rank_zero_without_hanging(corpus_path: Path, 
     ea = events(tmp_path / "debug")
     assert len(ea.Tensors("samples/text_summary")) == 2  # written once per validation, by rank 0
     assert len(ea.Images("attention/layer0")) == 2
+
+
+def test_metrics_are_logged_every_log_every_n_steps_with_exact_counts(corpus_path: Path, tmp_path: Path) -> None:
+    record = tmp_path / "losses.txt"
+    fit(corpus_path, tmp_path, "--trainer.log_every_n_steps", "5", "--throughput.peak_flops", "1e12",
+        f'--trainer.callbacks+={{"class_path": "helpers.LossRecorder", "init_args": {{"path": "{record}"}}}}')
+    ea = events(tmp_path / "debug")
+    logged = [4, 9, 14, 19]  # 0-based steps 5, 10, 15, 20
+    assert [e.step for e in ea.Scalars("train_loss")] == logged
+    assert [e.step for e in ea.Scalars("grad_norm")] == logged
+    losses = read_losses(record)  # the loss of every step; the recorder numbers a step by global_step after it
+    for event in ea.Scalars("train_loss"):  # the logged value is that step's loss, not a stale one
+        assert event.value == pytest.approx(float.fromhex(losses[("train", event.step + 1)]), rel=1e-6)
+    # Throughput: timed on logged steps only, over window_size 5 = two updates; counts include every step.
+    assert [e.step for e in ea.Scalars("train/device/items_per_sec")] == [9, 14, 19]
+    assert [e.value for e in ea.Scalars("train/batches")] == [5, 10, 15, 20]
+    assert ea.Scalars("train/samples")[-1].value == 20 * 8  # batch_size 8
+    assert ea.Scalars("train/lengths")[-1].value == 20 * 8 * 32  # block_size 32
+    flops, mfu = ea.Scalars("train/device/flops_per_sec")[-1].value, ea.Scalars("train/device/mfu")[-1].value
+    assert mfu == pytest.approx(flops / 1e12, rel=1e-5)
+    tokens_per_sec = ea.Scalars("train/device/items_per_sec")[-1].value
+    module = LitGPT.load_from_checkpoint(tmp_path / "debug" / "checkpoints" / "last.ckpt")
+    flops_per_token = module.measure_flops_per_batch(8, 32) / (8 * 32)
+    assert flops / tokens_per_sec == pytest.approx(flops_per_token, rel=1e-5)  # the FLOPs of every step counted
+
+
+def test_throughput_leaves_validation_time_out(corpus_path: Path, tmp_path: Path) -> None:
+    # 2 validations x 4 batches x 0.4 s = 3.2 s of validation; 20 debug steps take a fraction of that.
+    fit(corpus_path, tmp_path, "--trainer.log_every_n_steps", "5",
+        '--trainer.callbacks+={"class_path": "helpers.SlowValidation", "init_args": {"seconds": 0.4}}')
+    train_time = events(tmp_path / "debug").Scalars("train/time")[-1].value
+    assert 0 < train_time < 3.2
