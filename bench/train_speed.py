@@ -6,8 +6,9 @@ loop over the same GPT, windows, AdamW and schedule, side by side in one run.
 Each side is timed for N and 5N optimizer steps from a fresh start; (t(5N) - t(N)) / 4N is the steady per-step time,
 so start-up (building, the first-step warm-up, compilation) cancels. Validation is off on both sides
 (limit_val_batches=0); everything else of the recipe stays on in the Lightning run: progress bar, TensorBoard logging,
-LearningRateMonitor, throughput (TokenThroughput), the gradient norm, periodic checkpoints. Prints tokens/s of
-both and the ratio.
+LearningRateMonitor, throughput (TokenThroughput), the gradient norm, periodic checkpoints. A third side, Lightning
+with no callbacks and no logger, shows what Lightning's loop itself costs. Prints tokens/s of each and its ratio
+to the bare loop.
 """
 
 import argparse
@@ -35,9 +36,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_lightning(config: str, steps: int, extra: list[str]) -> float:
+def time_lightning(config: str, steps: int, extra: list[str], bare_trainer: bool = False) -> float:
+    """Trainer.fit as the recipe runs it; with ``bare_trainer``, with no callbacks and no logger (Lightning's loop
+    around our LightningModule and DataModule and nothing else: the floor of Lightning's own cost)."""
     with tempfile.TemporaryDirectory() as workdir:
         cli = build(config, steps, workdir, extra)
+        if bare_trainer:
+            cli.trainer.callbacks[:] = []
+            cli.trainer.loggers = []
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the bar runs, unseen
             start = time.perf_counter()
             cli.trainer.fit(cli.model, cli.datamodule)
@@ -74,18 +80,26 @@ def time_bare(config: str, steps: int, extra: list[str]) -> float:
         return time.perf_counter() - start
 
 
-def per_step_times(config: str, steps: int, repeats: int, extra: list[str]) -> list[tuple[float, float]]:
-    """(Lightning, bare) steady per-step seconds, (t(5N) - t(N)) / 4N, for each repeat. The two sides run back to
-    back within a repeat, in alternating order, so that the slow drifts of a shared machine hit both alike."""
-    pairs = []
+def time_lightning_floor(config: str, steps: int, extra: list[str]) -> float:
+    return time_lightning(config, steps, extra, bare_trainer=True)
+
+
+SIDES = {"bare": time_bare, "lightning": time_lightning, "floor": time_lightning_floor}
+
+
+def per_step_times(config: str, steps: int, repeats: int, extra: list[str]) -> list[dict[str, float]]:
+    """Steady per-step seconds, (t(5N) - t(N)) / 4N, of each side, for each repeat. The sides run back to back
+    within a repeat, in an order that rotates between repeats, so that the slow drifts of a shared machine hit all
+    alike."""
+    results = []
     for repeat in range(repeats):
-        sides = [time_lightning, time_bare] if repeat % 2 == 0 else [time_bare, time_lightning]
+        names = list(SIDES)[repeat % 3:] + list(SIDES)[: repeat % 3]
         per_step = {}
-        for fn in sides:
-            short = fn(config, steps, extra)
-            per_step[fn] = (fn(config, 5 * steps, extra) - short) / (4 * steps)
-        pairs.append((per_step[time_lightning], per_step[time_bare]))
-    return pairs
+        for name in names:
+            short = SIDES[name](config, steps, extra)
+            per_step[name] = (SIDES[name](config, 5 * steps, extra) - short) / (4 * steps)
+        results.append(per_step)
+    return results
 
 
 def main() -> None:
@@ -101,13 +115,15 @@ def main() -> None:
     device = cli.trainer.strategy.root_device
     print(f"recipe {args.config}: {tokens} tokens per step, device {device}, precision {cli.trainer.precision}, "
           f"torch {torch.__version__}; N = {args.steps}, median of {args.repeats}")
-    pairs = per_step_times(args.config, args.steps, args.repeats, args.overrides)
-    lightning, bare = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
-    ratios = [b / l for l, b in pairs]
-    print(f"bare PyTorch loop   {tokens / bare:10.0f} tokens/s   {bare * 1e3:7.2f} ms/step")
-    print(f"Lightning fit       {tokens / lightning:10.0f} tokens/s   {lightning * 1e3:7.2f} ms/step")
-    print(f"Lightning / bare    {statistics.median(ratios):.3f} (median of the repeats' ratios: "
-          f"{', '.join(f'{r:.3f}' for r in ratios)})")
+    results = per_step_times(args.config, args.steps, args.repeats, args.overrides)
+    labels = {"bare": "bare PyTorch loop", "lightning": "Lightning, the recipe",
+              "floor": "Lightning, no callbacks/logger"}
+    print(f"{'':32s} {'tokens/s':>9s} {'ms/step':>8s}  vs bare (median of the repeats' ratios; each repeat)")
+    for name, label in labels.items():
+        per_step = statistics.median(r[name] for r in results)
+        ratios = [r["bare"] / r[name] for r in results]
+        print(f"{label:32s} {tokens / per_step:9.0f} {per_step * 1e3:8.2f}  {statistics.median(ratios):.3f} "
+              f"({', '.join(f'{x:.3f}' for x in ratios)})")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,27 @@ class PeriodicCheckpoint(ModelCheckpoint):
     Lightning's ModelCheckpoint saves ``last.ckpt`` only at its own triggers, so a run whose ``max_steps`` is not a
     multiple of the interval would end with a stale ``last.ckpt``; this subclass also writes it in ``on_train_end``.
     It is not written when training stops on an error, so the last good checkpoint stays.
+
+    At a step where a validation follows and another checkpoint callback writes ``last.ckpt`` after it (the
+    ``checkpoint`` one, by default), this one does not write: one write instead of two, and the file then holds the
+    state after the validation, so a run resumed from it does not skip that validation.
     """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self._validation_writes_last(trainer):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def _validation_writes_last(self, trainer: L.Trainer) -> bool:
+        """Whether a step-based validation runs right after this training step and a metric-monitoring checkpoint
+        callback that writes ``last.ckpt`` to the same directory saves when it ends."""
+        if not trainer.enable_validation or trainer.check_val_every_n_epoch is not None:
+            return False
+        interval = trainer.val_check_batch  # training batches between validations
+        if not isinstance(interval, int) or (trainer.fit_loop.total_batch_idx + 1) % interval != 0:
+            return False
+        return any(callback is not self and callback.save_last and callback.monitor is not None
+                   and callback.dirpath == self.dirpath for callback in trainer.checkpoint_callbacks)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

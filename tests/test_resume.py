@@ -57,6 +57,21 @@ def test_resume_from_a_periodic_checkpoint(corpus_path: Path, tmp_path: Path) ->
     assert all(a[k] == v for k, v in b.items()) and len(b) == 14 + 2  # steps 17..30, val at 20 and 30
 
 
+def test_a_validation_step_writes_last_once_after_the_validation(corpus_path: Path, tmp_path: Path) -> None:
+    """Periodic saves every 4 steps, validations every 10 (debug recipe): the periodic callback skips step 20, where
+    the checkpoint callback writes last.ckpt after the validation; a resume from it repeats nothing."""
+    record = tmp_path / "straight.txt"
+    cli_main(args(corpus_path, tmp_path / "a", record, "--periodic_checkpoint.save_top_k", "-1",
+                  "--periodic_checkpoint.filename", "periodic-{step}", "--trainer.max_steps", "20"))
+    saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "a" / "debug" / "checkpoints").glob("periodic-*"))
+    assert saved == [4, 8, 12, 16]  # not 20: the validation at 20 writes last.ckpt
+    last = torch.load(tmp_path / "a" / "debug" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 20
+    resumed = tmp_path / "resumed.txt"
+    cli_main(args(corpus_path, tmp_path / "a", resumed, "--ckpt_path", "last", "--trainer.max_steps", "30"))
+    assert sorted(read_losses(resumed)) == [("train", s) for s in range(21, 31)] + [("val", 30)]  # no val at 20
+
+
 def test_atomic_save_never_leaves_a_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     io = AtomicCheckpointIO()
     target = tmp_path / "ckpts" / "last.ckpt"
