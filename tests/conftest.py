@@ -43,3 +43,10 @@ def synthetic_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("synthetic") / "input.txt"
     path.write_text(synthetic_text(), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def fresh_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning's ddp_spawn leaves MASTER_PORT in os.environ; without this, every later ddp_spawn run in the same
+    pytest process would reuse that port while the earlier run's processes may still hold it."""
+    monkeypatch.delenv("MASTER_PORT", raising=False)
