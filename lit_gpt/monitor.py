@@ -70,8 +70,8 @@ def known_characters(text: str, tokenizer: CharTokenizer) -> str:
 
 
 class TrainingMonitor(Callback):
-    """At every validation, on rank 0 only: a text sample and the attention maps of a fixed prompt; every step: the
-    gradient norm; and ``hp_metric`` = the best val_loss so far, so runs compare in TensorBoard's HPARAMS tab.
+    """At every validation, on rank 0 only: a text sample and the attention maps of a fixed prompt; on the steps that
+    log: the gradient norm; and ``hp_metric`` = the best val_loss so far, so runs compare in TensorBoard's HPARAMS tab.
 
     Generation uses its own seeded generator (never the global RNG), so it does not change training, and runs on
     rank 0 alone without collectives, so other ranks never wait on it beyond its run time.
