@@ -12,7 +12,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -75,3 +75,19 @@ class PeriodicCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         if self.save_last and self.dirpath is not None and not trainer.sanity_checking:
             trainer.save_checkpoint(os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION))
+
+
+class ResumedLogStep(Callback):
+    """Keeps the step that metrics are logged at equal to the optimizer step, also after a resume.
+
+    Lightning logs at ``fit_loop.epoch_loop._batches_that_stepped``. A run resumed from a checkpoint written after the
+    last step of a validation interval (a run that stopped at ``max_steps``, a multiple of ``val_check_interval``)
+    replays that step's end, which counts it a second time: every point the resumed run logs lands one step late
+    (Lightning 2.6). Setting the counter to ``global_step`` before each step, ahead of every other callback (the
+    learning-rate monitor logs in ``on_train_batch_start``), puts them back. It is the same number in a run that
+    never stopped, with or without gradient accumulation.
+    """
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step

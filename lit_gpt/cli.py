@@ -12,7 +12,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint
+from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, ResumedLogStep
 from lit_gpt.data import CharDataModule
 from lit_gpt.errors import LitGPTError
 from lit_gpt.module import LitGPT
@@ -63,6 +63,7 @@ class GPTLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.insert(0, ResumedLogStep())  # first: before any callback that logs at a step's start
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make its saves atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         bar = trainer.progress_bar_callback

@@ -100,6 +100,12 @@ class TrainingMonitor(Callback):
         self.log_grad_norm = log_grad_norm
         self.best_val_loss = float("inf")
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_val_loss": self.best_val_loss}  # so hp_metric stays the best of the whole run after a resume
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_val_loss = state_dict.get("best_val_loss", float("inf"))
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if isinstance(trainer.strategy, FSDPStrategy) and (self.log_samples or self.log_attention):
             rank_zero_warn("TrainingMonitor: samples and attention maps are off under FSDP (the weights are sharded)")
@@ -122,12 +128,15 @@ class TrainingMonitor(Callback):
         experiment.add_scalar("hp_metric", self.best_val_loss, step)  # the HPARAMS tab's metric: best val_loss
         model, was_training = pl_module.model, pl_module.model.training
         model.eval()
+        # Eager even when the model is compiled: generation (a new shape at every cache length) and the attention
+        # maps (a module flag the graphs guard on) would otherwise compile graphs of their own at a validation.
         try:
-            tokenizer = CharTokenizer(pl_module.hparams.vocab)
-            if self.log_samples:
-                experiment.add_text("samples", self._sample_markdown(model, tokenizer, step), step)
-            if self.log_attention and hasattr(model, "attention_maps"):
-                self._log_attention(experiment, model, tokenizer, step)
+            with torch.compiler.set_stance("force_eager"):
+                tokenizer = CharTokenizer(pl_module.hparams.vocab)
+                if self.log_samples:
+                    experiment.add_text("samples", self._sample_markdown(model, tokenizer, step), step)
+                if self.log_attention and hasattr(model, "attention_maps"):
+                    self._log_attention(experiment, model, tokenizer, step)
         finally:
             model.train(was_training)
         experiment.add_scalar("monitor_seconds", time.perf_counter() - start, step)

@@ -91,3 +91,40 @@ class SlowValidation(Callback):
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
         if not trainer.sanity_checking:
             time.sleep(self.seconds)
+
+
+class GraphCounter(Callback):
+    """Record how many graphs ``torch.compile`` has built so far (``torch._dynamo`` counters) after every training
+    step and every validation: ``self.after_step[s]``, ``self.after_validation[s]`` for global step ``s``."""
+
+    def __init__(self) -> None:
+        self.after_step: dict[int, int] = {}
+        self.after_validation: dict[int, int] = {}
+
+    @staticmethod
+    def graphs() -> int:
+        from torch._dynamo.utils import counters
+        return int(counters["stats"]["unique_graphs"])
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self.after_step[trainer.global_step] = self.graphs()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.after_validation[trainer.global_step] = self.graphs()
+
+
+class WindowLog(Callback):
+    """Append the training windows of every step (``step`` and ``batch[0]`` as lists) to a JSON-lines file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": trainer.global_step, "x": batch[0].tolist()}) + "\n")
+
+
+def read_windows(path: Path) -> dict[int, list]:
+    """{step: windows} from a ``WindowLog`` file, later lines for the same step winning."""
+    return {row["step"]: row["x"] for row in map(json.loads, Path(path).read_text().splitlines())}

@@ -147,3 +147,36 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpu
     print(f"killed after steps {killed_at}; {len(a)} losses compared")
     assert len(set(killed_at)) == kills
     assert sorted(b) == sorted(a) and a == b
+
+
+def tensorboard_points(run_dir: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} from every event file of a run directory, in the order they were written."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags}
+
+
+LOGGED = ("train_loss", "val_loss", "val_bpc", "lr/decay", "grad_norm", "hp_metric")
+
+
+@pytest.fixture(scope="module")
+def straight_run(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[int, float]]]:
+    runs = tmp_path_factory.mktemp("straight")
+    cli_main(args(corpus_path, runs, runs / "losses.txt"))
+    return tensorboard_points(runs / "debug", LOGGED)
+
+
+@pytest.mark.parametrize("stop", [13, 20, 21], ids=["before", "at", "after"])
+def test_resumed_run_logs_every_point_at_the_straight_runs_step(straight_run: dict, corpus_path: Path,
+                                                                 tmp_path: Path, stop: int) -> None:
+    """TensorBoard's (step, value) pairs of 30 straight steps equal those of `stop` steps + a resume to 30, for a
+    stop before, exactly at (the run ended at max_steps = a validation step) and after a validation (every 10)."""
+    cli_main(args(corpus_path, tmp_path, tmp_path / "losses.txt", "--trainer.max_steps", str(stop)))
+    cli_main(args(corpus_path, tmp_path, tmp_path / "losses.txt", "--ckpt_path", "last"))
+    resumed = tensorboard_points(tmp_path / "debug", LOGGED)
+    assert [step for step, _ in straight_run["val_loss"]] == [9, 19, 29]
+    assert len(straight_run["train_loss"]) == 30
+    for tag in LOGGED:
+        # TensorBoardLogger writes a placeholder hp_metric of -1 at step 0 each time a run starts; skip those.
+        assert [p for p in resumed[tag] if p != (0, -1.0)] == [p for p in straight_run[tag] if p != (0, -1.0)], tag
