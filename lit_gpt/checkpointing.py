@@ -6,6 +6,10 @@ filesystem than the run directory, that move is a copy, and a ``kill -9`` during
 """
 
 import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +17,12 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+from lit_gpt.errors import LitGPTError, TrainingStopped, signal_name
+from lit_gpt.module import is_log_step
+
+clock = time.monotonic  # the periodic checkpoint's clock (a test replaces it with a fake one)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -44,37 +54,128 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``every_n_train_steps`` steps and once more when training ends.
+    """Keeps ``last.ckpt`` fresh, so that a crash loses at most one interval and a signal loses nothing.
 
-    Lightning's ModelCheckpoint saves ``last.ckpt`` only at its own triggers, so a run whose ``max_steps`` is not a
-    multiple of the interval would end with a stale ``last.ckpt``; this subclass also writes it in ``on_train_end``.
-    It is not written when training stops on an error, so the last good checkpoint stays.
+    ``last.ckpt`` is written:
+    - after every validation, whether or not ``val_loss`` improved (so a resumed run neither repeats nor skips it);
+    - after a training step once ``every_n_seconds`` have passed since the last write, or every
+      ``every_n_train_steps`` steps, whichever comes first (a step followed by a validation leaves it to the
+      validation: one write, not two);
+    - when training ends (``max_steps`` need not be a multiple of anything);
+    - on SIGINT (Ctrl-C) or SIGTERM: the current step (and its validation, if one follows) is finished, written, and
+      training stops with ``TrainingStopped``; a second signal stops at once, keeping the last complete file.
+    It is never written when training stops on an error (a non-finite loss), so the last good checkpoint stays.
+    Under several processes the time bound and the stop are agreed on the steps that log
+    (``trainer.log_every_n_steps``), where the processes meet anyway.
 
-    At a step where a validation follows and another checkpoint callback writes ``last.ckpt`` after it (the
-    ``checkpoint`` one, by default), this one does not write: one write instead of two, and the file then holds the
-    state after the validation, so a run resumed from it does not skip that validation.
+    Args:
+        every_n_seconds: Write ``last.ckpt`` once this many seconds have passed since the last write (checked after
+            every step). null: no time bound.
+        every_n_train_steps: Also write it every this many optimizer steps. 0: no step bound.
+        dirpath: Directory of ``last.ckpt``. null: the run's ``checkpoints/`` folder.
     """
+
+    def __init__(self, every_n_seconds: Optional[float] = 60.0, every_n_train_steps: int = 0,
+                 dirpath: Optional[str] = None) -> None:
+        if every_n_seconds is not None and every_n_seconds <= 0:
+            raise LitGPTError(f"periodic_checkpoint.every_n_seconds must be positive (or null), got {every_n_seconds}")
+        if every_n_train_steps < 0:
+            raise LitGPTError(f"periodic_checkpoint.every_n_train_steps must be >= 0, got {every_n_train_steps}")
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, save_on_train_epoch_end=True,
+                         enable_version_counter=False)
+        self.every_n_seconds, self.every_n_steps = every_n_seconds, every_n_train_steps
+        self._last_write = 0.0  # clock() of the last write (or of the start of training)
+        self._signal: Optional[int] = None  # the first SIGINT/SIGTERM received while training
+        self._previous_handlers: dict[int, Any] = {}
+
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_write, self._signal = clock(), None
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._signal is None:
+            self._signal = signum
+            print(f"\n{signal_name(signum)} received: finishing this step and writing {self.last_path} "
+                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
+            return
+        print(f"{signal_name(signum)} again: stopping at once; {self.last_path} keeps the last complete write",
+              file=sys.stderr, flush=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # die of the signal itself: the shell reports 128 + its number
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers = {}
+
+    def _agree(self, trainer: L.Trainer, time_due: bool, now: bool = False) -> tuple[bool, bool]:
+        """(stop, time_due), the same on every process: any process's signal stops all, rank 0's clock decides the
+        time bound. Several processes compare them on logging steps (or ``now``), where they meet anyway."""
+        stop = self._signal is not None
+        if trainer.world_size == 1:
+            return stop, time_due
+        if not now and not is_log_step(trainer, trainer.global_step - 1):
+            return False, False
+        flags = torch.tensor([float(stop), float(time_due and trainer.is_global_zero)],
+                             device=trainer.strategy.root_device)
+        flags = trainer.strategy.reduce(flags, reduce_op="max")  # (2,): the largest of every process's flags
+        return bool(flags[0]), bool(flags[1])
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self._validation_writes_last(trainer):
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        time_due = self.every_n_seconds is not None and clock() - self._last_write >= self.every_n_seconds
+        stop, time_due = self._agree(trainer, time_due)
+        if self._validation_follows(trainer):
+            return  # the validation right after this step writes last.ckpt, and stops if asked to
+        step_due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+        if stop or time_due or step_due:
+            self._write(trainer)
+        if stop:
+            self._stop(trainer)
 
-    def _validation_writes_last(self, trainer: L.Trainer) -> bool:
-        """Whether a step-based validation runs right after this training step and a metric-monitoring checkpoint
-        callback that writes ``last.ckpt`` to the same directory saves when it ends."""
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._write(trainer)  # improved or not: the file holds the state after this validation
+        stop, _ = self._agree(trainer, False, now=True)
+        if stop:
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass  # the training stream is endless; ModelCheckpoint's epoch-end save never applies
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+        if not trainer.sanity_checking:
+            self._write(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    def _write(self, trainer: L.Trainer) -> None:
+        if self._last_global_step_saved == trainer.global_step and os.path.isfile(self.last_path):
+            return  # this step is already in last.ckpt (e.g. training ended right after a validation)
+        trainer.save_checkpoint(self.last_path, weights_only=False)  # the full state: weights, optimizer, loops
+        self.last_model_path = self.last_path
+        self._last_global_step_saved, self._last_write = trainer.global_step, clock()
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        signum = self._signal or signal.SIGTERM  # another process's signal
+        raise TrainingStopped(signum, trainer.global_step, self.last_path)
+
+    @staticmethod
+    def _validation_follows(trainer: L.Trainer) -> bool:
+        """Whether a step-based validation runs right after this training step."""
         if not trainer.enable_validation or trainer.check_val_every_n_epoch is not None:
             return False
         interval = trainer.val_check_batch  # training batches between validations
-        if not isinstance(interval, int) or (trainer.fit_loop.total_batch_idx + 1) % interval != 0:
-            return False
-        return any(callback is not self and callback.save_last and callback.monitor is not None
-                   and callback.dirpath == self.dirpath for callback in trainer.checkpoint_callbacks)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        if self.save_last and self.dirpath is not None and not trainer.sanity_checking:
-            trainer.save_checkpoint(os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION))
+        return isinstance(interval, int) and (trainer.fit_loop.total_batch_idx + 1) % interval == 0
 
 
 class ResumedLogStep(Callback):

@@ -1,5 +1,8 @@
 """The command line: ``python train.py {fit,validate,test,predict} --config configs/<recipe>.yaml [--section.key value]``."""
 
+import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -10,11 +13,11 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, ResumedLogStep
 from lit_gpt.data import CharDataModule
-from lit_gpt.errors import LitGPTError
+from lit_gpt.errors import LitGPTError, TrainingStopped
 from lit_gpt.module import LitGPT
 from lit_gpt.monitor import TokenThroughput, TrainingMonitor
 
@@ -33,7 +36,7 @@ class GPTLightningCLI(LightningCLI):
                 "checkpoint.monitor": "val_loss",
                 "checkpoint.mode": "min",
                 "checkpoint.save_top_k": 1,
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # periodic_checkpoint writes last.ckpt, after every validation too
                 "checkpoint.filename": "best-{step}-{val_loss:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
                 # Resuming in the run directory overwrites last.ckpt instead of writing last-v1.ckpt beside it.
@@ -41,15 +44,6 @@ class GPTLightningCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PeriodicCheckpoint, "periodic_checkpoint")
-        parser.set_defaults(
-            {
-                "periodic_checkpoint.save_top_k": 0,
-                "periodic_checkpoint.save_last": True,
-                "periodic_checkpoint.every_n_train_steps": 100,
-                "periodic_checkpoint.save_on_train_epoch_end": True,
-                "periodic_checkpoint.enable_version_counter": False,
-            }
-        )
         parser.add_lightning_class_args(TrainingMonitor, "monitor")
         parser.add_lightning_class_args(TokenThroughput, "throughput")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
@@ -101,8 +95,27 @@ def bf16_supported(accelerator: Optional[str]) -> bool:
     return torch.cuda.is_bf16_supported()
 
 
+def resume_command(args: ArgsType) -> str:
+    """The command line that resumes this run: the same one, with ``--ckpt_path last`` instead of any other."""
+    argv = list(sys.argv[1:] if args is None else args)
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            kept.append(arg)
+    script = sys.argv[0] if args is None else "train.py"
+    python = shutil.which("python")
+    exe = "python" if python and os.path.realpath(python) == os.path.realpath(sys.executable) else sys.executable
+    prefix = [exe, script] if script.endswith(".py") else [script]
+    return shlex.join([*prefix, *kept, "--ckpt_path", "last"])
+
+
 def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
-    """Run the CLI. A user error ends with one line on stderr and exit status 2, never a traceback."""
+    """Run the CLI. A user error ends with one line on stderr and exit status 2, never a traceback; a run stopped by
+    SIGINT or SIGTERM (after writing last.ckpt) prints the command that resumes it and exits 130 or 143."""
     try:
         return GPTLightningCLI(
             LitGPT,
@@ -115,3 +128,7 @@ def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
     except LitGPTError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingStopped as stop:
+        if rank_zero_only.rank == 0:
+            print(f"{stop}. Resume with: {resume_command(args)}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + stop.signum) from None

@@ -3,3 +3,18 @@
 
 class LitGPTError(ValueError):
     """A user error: the entry points print its message as one line and exit with status 2, without a traceback."""
+
+
+class TrainingStopped(Exception):
+    """Training stopped on a signal (SIGINT, SIGTERM) after writing ``last.ckpt``: the CLI prints how to resume and
+    exits with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), so a scheduler sees an interrupted job."""
+
+    def __init__(self, signum: int, step: int, path: str) -> None:
+        super().__init__(f"stopped by {signal_name(signum)} after step {step}; {path} holds that step")
+        self.signum, self.step, self.path = signum, step, path
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name

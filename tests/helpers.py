@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import torch
@@ -128,3 +130,53 @@ class WindowLog(Callback):
 def read_windows(path: Path) -> dict[int, list]:
     """{step: windows} from a ``WindowLog`` file, later lines for the same step winning."""
     return {row["step"]: row["x"] for row in map(json.loads, Path(path).read_text().splitlines())}
+
+
+class KeepLastCopies(Callback):
+    """Copy every new ``last.ckpt`` of ``checkpoint_dir`` to ``<copies>/step=<global_step>.ckpt``, looking before each
+    training step (so a write at step s, after its validation or not, is copied before step s + 1 runs)."""
+
+    def __init__(self, checkpoint_dir: str, copies: str) -> None:
+        self.last, self.copies = Path(checkpoint_dir) / "last.ckpt", Path(copies)
+        self._seen: Optional[int] = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if not self.last.is_file() or self.last.stat().st_mtime_ns == self._seen:
+            return
+        self._seen = self.last.stat().st_mtime_ns
+        step = torch.load(self.last, weights_only=True, map_location="cpu")["global_step"]
+        self.copies.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.last, self.copies / f"step={step}.ckpt")
+
+
+class WorseningValLoss(Callback):
+    """Replace every val_loss with a larger one than the last (before the checkpoint callbacks read it): validations
+    that never improve."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            trainer.callback_metrics["val_loss"] = torch.tensor(100.0 + trainer.global_step)
+
+
+FAKE_TIME = {"now": 0.0}  # a test points lit_gpt.checkpointing.clock here (monkeypatch), FakeClock moves it
+
+
+class FakeClock(Callback):
+    """Move ``FAKE_TIME`` by ``seconds_per_step`` at the start of each training step."""
+
+    def __init__(self, seconds_per_step: float) -> None:
+        self.seconds_per_step = seconds_per_step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        FAKE_TIME["now"] += self.seconds_per_step
+
+
+class SlowSteps(Callback):
+    """Sleep ``seconds`` before every training step from ``from_step`` on: a window in which to send signals."""
+
+    def __init__(self, seconds: float, from_step: int = 0) -> None:
+        self.seconds, self.from_step = seconds, from_step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if trainer.global_step >= self.from_step:
+            time.sleep(self.seconds)

@@ -1,7 +1,10 @@
 """Exact resume, crash safety and the non-finite loss guard (issue: training that survives)."""
 
+import json
 import os
 import random
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -44,12 +47,17 @@ def test_resume_is_exact(corpus_path: Path, tmp_path: Path) -> None:
     assert a == b
 
 
+def keep_copies(runs: Path) -> str:
+    """A callback argument: copies of every new last.ckpt of the run in ``runs`` go to ``runs/copies``."""
+    init = {"checkpoint_dir": str(runs / "debug" / "checkpoints"), "copies": str(runs / "copies")}
+    return "--trainer.callbacks+=" + json.dumps({"class_path": "helpers.KeepLastCopies", "init_args": init})
+
+
 def test_resume_from_a_periodic_checkpoint(corpus_path: Path, tmp_path: Path) -> None:
     """A checkpoint written mid-run (every 4 steps) resumes exactly too, not only the one written at the end."""
     straight = tmp_path / "straight.txt"
-    cli_main(args(corpus_path, tmp_path / "a", straight, "--periodic_checkpoint.save_top_k", "-1",
-                  "--periodic_checkpoint.filename", "periodic-{step}"))
-    ckpt = tmp_path / "a" / "debug" / "checkpoints" / "periodic-step=16.ckpt"
+    cli_main(args(corpus_path, tmp_path / "a", straight, keep_copies(tmp_path / "a")))
+    ckpt = tmp_path / "a" / "copies" / "step=16.ckpt"
     resumed = tmp_path / "resumed.txt"
     cli_main(args(corpus_path, tmp_path / "b", resumed, "--ckpt_path", str(ckpt)))
     a, b = read_losses(straight), read_losses(resumed)
@@ -58,18 +66,43 @@ def test_resume_from_a_periodic_checkpoint(corpus_path: Path, tmp_path: Path) ->
 
 
 def test_a_validation_step_writes_last_once_after_the_validation(corpus_path: Path, tmp_path: Path) -> None:
-    """Periodic saves every 4 steps, validations every 10 (debug recipe): the periodic callback skips step 20, where
-    the checkpoint callback writes last.ckpt after the validation; a resume from it repeats nothing."""
+    """Periodic saves every 4 steps, validations every 10 (debug recipe): step 20's last.ckpt is written once, after
+    its validation; a resume from it repeats nothing."""
     record = tmp_path / "straight.txt"
-    cli_main(args(corpus_path, tmp_path / "a", record, "--periodic_checkpoint.save_top_k", "-1",
-                  "--periodic_checkpoint.filename", "periodic-{step}", "--trainer.max_steps", "20"))
-    saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "a" / "debug" / "checkpoints").glob("periodic-*"))
-    assert saved == [4, 8, 12, 16]  # not 20: the validation at 20 writes last.ckpt
-    last = torch.load(tmp_path / "a" / "debug" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert last["global_step"] == 20
+    cli_main(args(corpus_path, tmp_path / "a", record, keep_copies(tmp_path / "a"), "--trainer.max_steps", "21"))
+    saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "a" / "copies").glob("step=*.ckpt"))
+    assert saved == [4, 8, 10, 12, 16, 20]  # the validations at 10 and 20 write it; no second write at 20
+    after_validation = torch.load(tmp_path / "a" / "copies" / "step=20.ckpt", weights_only=False)
+    assert after_validation["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]["total"]["completed"] > 0
     resumed = tmp_path / "resumed.txt"
-    cli_main(args(corpus_path, tmp_path / "a", resumed, "--ckpt_path", "last", "--trainer.max_steps", "30"))
+    cli_main(args(corpus_path, tmp_path / "b", resumed, "--ckpt_path", str(tmp_path / "a" / "copies" / "step=20.ckpt")))
     assert sorted(read_losses(resumed)) == [("train", s) for s in range(21, 31)] + [("val", 30)]  # no val at 20
+
+
+def test_last_is_written_at_every_validation_even_when_val_loss_does_not_improve(corpus_path: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Validations every 10 steps that never improve val_loss: last.ckpt still holds the state after each one."""
+    worse = "--trainer.callbacks+=helpers.WorseningValLoss"
+    cli_main(args(corpus_path, tmp_path, tmp_path / "r.txt", keep_copies(tmp_path), worse,
+                  "--periodic_checkpoint.every_n_train_steps", "0", "--trainer.max_steps", "25"))
+    saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "copies").glob("step=*.ckpt"))
+    assert saved == [10, 20]
+    assert len(list((tmp_path / "debug" / "checkpoints").glob("best-*.ckpt"))) == 1  # only the first was best
+
+
+def test_last_is_written_by_time(corpus_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """every_n_seconds 1.0 with a clock that moves 0.3 s a step (no step bound): a write every 4th step, counted from
+    the last write (the validation at step 10 included)."""
+    import helpers
+    import lit_gpt.checkpointing
+
+    monkeypatch.setattr(lit_gpt.checkpointing, "clock", lambda: helpers.FAKE_TIME["now"])
+    clock = '--trainer.callbacks+={"class_path": "helpers.FakeClock", "init_args": {"seconds_per_step": 0.3}}'
+    cli_main(args(corpus_path, tmp_path, tmp_path / "r.txt", keep_copies(tmp_path), clock,
+                  "--periodic_checkpoint.every_n_train_steps", "0", "--periodic_checkpoint.every_n_seconds", "1.0",
+                  "--trainer.max_steps", "19"))
+    saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "copies").glob("step=*.ckpt"))
+    assert saved == [4, 8, 10, 14, 18]
 
 
 def test_atomic_save_never_leaves_a_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,3 +213,76 @@ def test_resumed_run_logs_every_point_at_the_straight_runs_step(straight_run: di
     for tag in LOGGED:
         # TensorBoardLogger writes a placeholder hp_metric of -1 at step 0 each time a run starts; skip those.
         assert [p for p in resumed[tag] if p != (0, -1.0)] == [p for p in straight_run[tag] if p != (0, -1.0)], tag
+
+
+STOPPED = re.compile(r"^stopped by (SIGINT|SIGTERM) after step (\d+); (.+) holds that step\. Resume with: (.+)$")
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    with open(log, "wb") as log_file:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log_file, cwd=ROOT)
+
+
+def wait_for_steps(record: Path, proc: subprocess.Popen, target: int) -> None:
+    deadline = time.monotonic() + 120
+    while len(read_losses(record)) < target and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_sigint_and_sigterm_at_random_moments_save_and_resume_exactly(corpus_path: Path, tmp_path: Path) -> None:
+    """A real training process gets SIGINT, SIGTERM, SIGINT at random moments. Each time it finishes the step it is
+    in, writes last.ckpt for it, prints one line with the command that resumes, and exits 130 or 143; that command,
+    run as printed, continues; in the end every loss equals an uninterrupted run's."""
+    base = ["--trainer.max_steps", "120", "--trainer.val_check_interval", "25", "--trainer.limit_val_batches", "2",
+            "--periodic_checkpoint.every_n_train_steps", "0"]
+    straight = tmp_path / "straight.txt"
+    cli_main(args(corpus_path, tmp_path / "a", straight, *base))
+
+    record = tmp_path / "stopped.txt"
+    record.touch()
+    rng = random.Random(int(os.environ.get("FAULT_SEED", "0")) or None)
+    cmd = [sys.executable, "train.py", *args(corpus_path, tmp_path / "b", record, *base)]
+    stopped_at = []
+    for attempt, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGINT, None]):
+        log = tmp_path / f"attempt{attempt}.log"
+        proc = start(cmd, log)
+        if signum is None:
+            assert proc.wait(timeout=300) == 0, log.read_text()[-2000:]
+            break
+        wait_for_steps(record, proc, len(read_losses(record)) + rng.randint(3, 30))
+        time.sleep(rng.uniform(0, 0.05))
+        proc.send_signal(signum)
+        assert proc.wait(timeout=120) == 128 + signum, log.read_text()[-2000:]
+        lines = [line for line in log.read_text().splitlines() if line.startswith("stopped by")]
+        assert len(lines) == 1 and "Traceback" not in log.read_text(), log.read_text()[-2000:]
+        name, step, path, resume = STOPPED.match(lines[0]).groups()
+        assert name == signum.name
+        assert torch.load(path, weights_only=True)["global_step"] == int(step)
+        assert max(s for _, s in read_losses(record)) == int(step)  # it finished that step, and went no further
+        stopped_at.append(int(step))
+        cmd = shlex.split(resume)
+        assert cmd[1] == "train.py" and cmd[-2:] == ["--ckpt_path", "last"]
+        cmd[0] = sys.executable
+    a, b = read_losses(straight), read_losses(record)
+    print(f"stopped after steps {stopped_at}; {len(a)} losses compared")
+    assert sorted(b) == sorted(a) and a == b
+
+
+def test_a_second_ctrl_c_stops_at_once(corpus_path: Path, tmp_path: Path) -> None:
+    """The first SIGINT asks for a clean stop after the current step; a second one before that stops the process at
+    once, by SIGINT itself (exit status 130 in a shell), keeping the last complete last.ckpt."""
+    record = tmp_path / "r.txt"
+    record.touch()
+    slow = '--trainer.callbacks+={"class_path": "helpers.SlowSteps", "init_args": {"seconds": 2.0, "from_step": 8}}'
+    proc = start([sys.executable, "train.py", *args(corpus_path, tmp_path, record, slow)], tmp_path / "log")
+    wait_for_steps(record, proc, 8)  # steps 1..8 done; step 9 sleeps 2 s before it runs
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == -signal.SIGINT
+    err = (tmp_path / "log").read_text()
+    assert "SIGINT again: stopping at once" in err and "Traceback" not in err
+    assert max(s for _, s in read_losses(record)) == 8
+    assert torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
