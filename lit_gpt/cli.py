@@ -16,8 +16,10 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, ResumedLogStep
+from lit_gpt.config import GPTConfig
 from lit_gpt.data import CharDataModule
 from lit_gpt.errors import LitGPTError, TrainingStopped
+from lit_gpt.files import read_checkpoint
 from lit_gpt.module import LitGPT
 from lit_gpt.monitor import TokenThroughput, TrainingMonitor
 
@@ -66,8 +68,49 @@ class GPTLightningCLI(LightningCLI):
             trainer.callbacks[trainer.callbacks.index(bar)] = TQDMProgressBar(refresh_rate=trainer.log_every_n_steps)
         return trainer
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI would load ``--ckpt_path``'s hyper-parameters over the command line's here, silently (a
+        ``--model.config.n_embd`` that differs is ignored) and with a traceback for a bad file. Instead, the
+        ``before_<subcommand>`` hooks check the checkpoint against the config and the data, with one clear line."""
+
+    def _check_checkpoint(self, subcommand: str) -> None:
+        """One ``error:`` line, before anything is written, for a checkpoint that cannot be used with this config and
+        data: unreadable, not a lit_gpt checkpoint, another model shape, another vocabulary."""
+        ckpt_path = self.config_init[subcommand].get("ckpt_path")
+        if ckpt_path is None or ckpt_path in ("best", "hpc", "registry") or str(ckpt_path).startswith("registry:"):
+            return
+        path = checkpoint_dir(self.trainer) / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+        if ckpt_path == "last" and not path.is_file():
+            return  # nothing to resume yet: Lightning says so and starts from step 0
+        hparams = read_checkpoint(path, for_resume=subcommand == "fit")["hyper_parameters"]
+        mismatches = config_mismatches(hparams, self.model.hparams.arch, self.model.config)
+        if mismatches:
+            raise LitGPTError(f"{path} does not fit this config: {'; '.join(mismatches)} (use the recipe and "
+                              f"settings the checkpoint was trained with, or start a new run)")
+        vocab, data_vocab = list(hparams["vocab"]), list(self.datamodule.vocab)
+        if vocab != data_vocab:
+            unknown = [c for c in data_vocab if c not in set(vocab)]
+            raise LitGPTError(
+                f"{path} was trained on another text: its vocabulary has {len(vocab)} characters, the data "
+                f"({self.datamodule.path}) has {len(data_vocab)}"
+                + (f", {len(unknown)} of them not in the checkpoint's ({', '.join(map(repr, unknown[:10]))})"
+                   if unknown else ", in other ids")
+                + "; pass the text it was trained on with --data.path"
+            )
+
+    def before_validate(self) -> None:
+        self._check_checkpoint("validate")
+
+    def before_test(self) -> None:
+        self._check_checkpoint("test")
+
+    def before_predict(self) -> None:
+        self._check_checkpoint("predict")
+
     def before_fit(self) -> None:
-        """Refuse to start a new run over an earlier run's checkpoints (resume it, or pick another directory)."""
+        """Check --ckpt_path; refuse to start a new run over an earlier run's checkpoints (resume it, or pick another
+        directory)."""
+        self._check_checkpoint("fit")
         if self.config_init["fit"].get("ckpt_path") is not None:
             return
         last = checkpoint_dir(self.trainer) / "last.ckpt"
@@ -86,6 +129,17 @@ def checkpoint_dir(trainer: L.Trainer) -> Path:
     if trainer.loggers:
         return Path(trainer.loggers[0].log_dir) / "checkpoints"
     return Path(trainer.default_root_dir) / "checkpoints"
+
+
+def config_mismatches(hparams: dict[str, Any], arch: str, config: GPTConfig) -> list[str]:
+    """The model settings in which a checkpoint's hyper-parameters differ from ``arch`` and ``config``, each as
+    ``"n_embd 32 in the checkpoint, 128 in the config"`` (dropout may differ: it changes no weight)."""
+    mismatches = [f"arch {hparams['arch']} in the checkpoint, {arch} in the config"] if hparams["arch"] != arch else []
+    for name in ("n_layer", "n_head", "n_embd", "bias", "block_size"):
+        theirs, ours = hparams["config"].get(name), getattr(config, name)
+        if theirs != ours:
+            mismatches.append(f"{name} {theirs} in the checkpoint, {ours} in the config")
+    return mismatches
 
 
 def bf16_supported(accelerator: Optional[str]) -> bool:

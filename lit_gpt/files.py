@@ -1,6 +1,10 @@
-"""Reading user-supplied text files with one clear error for each way they can be wrong."""
+"""Reading user-supplied files (text, checkpoints) with one clear error for each way they can be wrong."""
 
+import os
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from lit_gpt.errors import LitGPTError
 
@@ -19,3 +23,28 @@ def read_utf8(path: Path, what: str, option: str) -> str:
         ) from None
     except OSError as err:
         raise LitGPTError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
+def read_checkpoint(path: str | os.PathLike, for_resume: bool = False) -> dict[str, Any]:
+    """The contents of a lit_gpt ``.ckpt`` (loaded on the CPU, plain types only), or a one-line error that says what is
+    wrong with the file: missing, a directory, empty, truncated or not a PyTorch file, not a lit_gpt checkpoint, or
+    (``for_resume``) without the optimizer and loop state that resuming needs."""
+    path = Path(path)
+    if path.is_dir():
+        raise LitGPTError(f"checkpoint {path} is a directory; pass a .ckpt file written by train.py")
+    if not path.is_file():
+        raise LitGPTError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise LitGPTError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many kinds of errors on a file that is not a checkpoint
+        raise LitGPTError(f"{path} is not a readable PyTorch checkpoint: truncated, or not written by torch.save "
+                          f"(torch.load: {type(err).__name__})") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or not {"config", "vocab", "arch"} <= hparams.keys() or "state_dict" not in ckpt:
+        raise LitGPTError(f"{path} is not a lit_gpt checkpoint (no model config, vocabulary or weights in it)")
+    if for_resume and not {"optimizer_states", "loops"} <= ckpt.keys():
+        raise LitGPTError(f"{path} holds no optimizer or loop state, so training cannot resume from it "
+                          f"(sample from it, or validate it)")
+    return ckpt

@@ -17,7 +17,6 @@ Three ways to produce the next character, all with the same sampling:
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
+from lit_gpt.files import read_checkpoint
 from lit_gpt.model import build_model
 from lit_gpt.tokenizer import CharTokenizer
 
@@ -46,34 +46,33 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else as given."""
+    """'auto' -> CUDA when available, else CPU; anything else as given, if this machine has it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except RuntimeError as err:
-        raise LitGPTError(f"unknown device {device!r} ({err})") from None
+        raise LitGPTError(f"unknown device {str(device)!r} ({err})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise LitGPTError(f"device {str(device)!r}: this machine has no CUDA device; use --device cpu (or auto)")
+        if device.index is not None and device.index >= count:
+            raise LitGPTError(f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, CharTokenizer]:
     """Model (in eval mode, on ``device``) and tokenizer from a lit_gpt ``.ckpt``; nothing else is needed."""
-    path = Path(path)
-    if not path.is_file():
-        raise LitGPTError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise LitGPTError(f"checkpoint {path} is empty (0 bytes)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many kinds of errors on a file that is not a checkpoint
-        raise LitGPTError(f"{path} is not a readable PyTorch checkpoint (torch.load: {type(err).__name__})") from None
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hparams, dict) or not {"config", "vocab", "arch"} <= hparams.keys() or "state_dict" not in ckpt:
-        raise LitGPTError(f"{path} is not a lit_gpt checkpoint (no model config, vocabulary or weights in it)")
+    device = resolve_device(device)  # an unusable device fails before the file is read
+    ckpt = read_checkpoint(path)
+    hparams = ckpt["hyper_parameters"]
     config, tokenizer = GPTConfig(**hparams["config"]), CharTokenizer(hparams["vocab"])
     model = build_model(hparams["arch"], config)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
-    return model.to(resolve_device(device)).eval(), tokenizer
+    return model.to(device).eval(), tokenizer
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],

@@ -230,3 +230,103 @@ def test_progress_bar_redraws_when_the_logger_writes(extra: list[str], refresh_r
     cli = GPTLightningCLI(LitGPT, CharDataModule, run=False, args=args)
     bar = cli.trainer.progress_bar_callback
     assert (bar.refresh_rate if bar is not None else None) == refresh_rate
+
+
+def bad_checkpoint(kind: str, trained: dict, tmp_path: Path) -> Path:
+    """A checkpoint file that cannot be used: missing, empty, truncated, not PyTorch, not lit_gpt, weights only."""
+    path = tmp_path / f"{kind}.ckpt"
+    good = trained["last"].read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "garbage":
+        path.write_text("not a checkpoint at all\n" * 10)
+    elif kind == "foreign":
+        torch.save({"model": {"w": torch.zeros(2)}, "iter_num": 5}, path)
+    elif kind == "weights-only":  # as Trainer.save_checkpoint(path, weights_only=True) writes it
+        ckpt = torch.load(trained["last"], weights_only=True)
+        torch.save({k: v for k, v in ckpt.items() if k not in ("optimizer_states", "lr_schedulers", "callbacks")},
+                   path)
+    return path
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+@pytest.mark.parametrize("kind, pattern", [
+    ("missing", r"checkpoint not found: .*missing\.ckpt"),
+    ("empty", r"checkpoint .*empty\.ckpt is empty \(0 bytes\)"),
+    ("truncated", r"truncated\.ckpt is not a readable PyTorch checkpoint: truncated"),
+    ("garbage", r"garbage\.ckpt is not a readable PyTorch checkpoint"),
+    ("foreign", r"foreign\.ckpt is not a lit_gpt checkpoint"),
+])
+def test_train_rejects_bad_checkpoints_in_one_line(subcommand: str, kind: str, pattern: str, trained: dict,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = bad_checkpoint(kind, trained, tmp_path)
+    runs = tmp_path / "runs"
+    args = fit_args(trained["corpus"], runs, "--ckpt_path", str(path))
+    args[0] = subcommand
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert_one_line_error(capsys, exit_info, pattern)
+    assert not runs.exists()  # nothing written
+
+
+def test_resume_needs_the_training_state(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A weights-only checkpoint validates, but fit cannot resume from it: one line says so."""
+    path = bad_checkpoint("weights-only", trained, tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(fit_args(trained["corpus"], tmp_path / "runs", "--ckpt_path", str(path)))
+    assert_one_line_error(capsys, exit_info, r"holds no optimizer or loop state, so training cannot resume from it")
+    args = fit_args(trained["corpus"], tmp_path / "runs", "--ckpt_path", str(path))
+    args[0] = "validate"
+    assert cli_main(args).trainer.callback_metrics["val_loss"].item() == pytest.approx(trained["fit_val_loss"], abs=0)
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+def test_a_checkpoint_of_another_shape_names_the_settings(subcommand: str, trained: dict, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """Resuming with another recipe: the settings that differ are named (debug: 2 layers, 32 wide, block 32)."""
+    runs = tmp_path / "runs"
+    args = fit_args(trained["corpus"], runs, "--ckpt_path", str(trained["last"]), "--model.config.n_embd", "64",
+                    "--model.config.n_layer", "3", "--data.block_size", "16")
+    args[0] = subcommand
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert_one_line_error(capsys, exit_info, r"does not fit this config: n_layer 2 in the checkpoint, 3 in the config; "
+                                             r"n_embd 32 in the checkpoint, 64 in the config; block_size 32 in the "
+                                             r"checkpoint, 16 in the config")
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+def test_a_checkpoint_of_another_text_is_refused(subcommand: str, trained: dict, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Another corpus means other ids: refused with one line (never scored with mismatched ids), even when the two
+    vocabularies have the same size."""
+    text = trained["corpus"].read_text(encoding="utf-8")
+    vocab = sorted(set(text))
+    other = tmp_path / "other.txt"
+    other.write_text(text.replace(vocab[-1], "\u00e9"), encoding="utf-8")  # same size, one character differs
+    runs = tmp_path / "runs"
+    args = fit_args(other, runs, "--ckpt_path", str(trained["last"]))
+    args[0] = subcommand
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert_one_line_error(capsys, exit_info, rf"was trained on another text: its vocabulary has {len(vocab)} "
+                                             rf"characters, the data \(.*other\.txt\) has {len(vocab)}, 1 of them not "
+                                             r"in the checkpoint's \('\u00e9'\)")
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize("device, pattern", [
+    ("cuda", r"device 'cuda': this machine has no CUDA device; use --device cpu"),
+    ("cuda:3", r"device 'cuda:3'"),
+    ("tpu", r"unknown device 'tpu'"),
+])
+def test_sample_on_a_device_that_does_not_exist(device: str, pattern: str, trained: dict,
+                                                capsys: pytest.CaptureFixture) -> None:
+    if torch.cuda.is_available() and device == "cuda":
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main(["--checkpoint", str(trained["last"]), "--device", device])
+    assert_one_line_error(capsys, exit_info, pattern)
