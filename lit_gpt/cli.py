@@ -53,6 +53,14 @@ class GPTLightningCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.config.subcommand] if "subcommand" in self.config else self.config
+        # The data is tokenized with a checkpoint's vocabulary when a checkpoint is scored or fine-tuned.
+        ckpt_path = config.get("ckpt_path")
+        if config.data.vocab_from is None:
+            if self.config.get("subcommand") in ("validate", "test", "predict") and ckpt_path is not None \
+                    and Path(ckpt_path).is_file():
+                config.data.vocab_from = ckpt_path
+            elif config.model.init_from is not None:
+                config.data.vocab_from = config.model.init_from
         if config.trainer.precision == "bf16-mixed" and not bf16_supported(config.trainer.accelerator):
             rank_zero_warn("bf16-mixed precision is not supported on this device; training in 32-true instead")
             config.trainer.precision = "32-true"
@@ -111,6 +119,13 @@ class GPTLightningCLI(LightningCLI):
         """Check --ckpt_path; refuse to start a new run over an earlier run's checkpoints (resume it, or pick another
         directory)."""
         self._check_checkpoint("fit")
+        init_from = self.model.hparams.init_from
+        if init_from is not None:
+            mismatches = config_mismatches(read_checkpoint(init_from)["hyper_parameters"], self.model.hparams.arch,
+                                           self.model.config)
+            if mismatches:
+                raise LitGPTError(f"--model.init_from {init_from} does not fit this config: {'; '.join(mismatches)} "
+                                  f"(use the recipe the checkpoint was trained with)")
         if self.config_init["fit"].get("ckpt_path") is not None:
             return
         last = checkpoint_dir(self.trainer) / "last.ckpt"

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Optional
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lit_gpt.errors import LitGPTError
-from lit_gpt.files import read_utf8
+from lit_gpt.files import read_checkpoint
+from lit_gpt.token_cache import load_tokens
 from lit_gpt.tokenizer import CharTokenizer
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -42,24 +44,10 @@ def download_corpus(path: Path, url: str = SHAKESPEARE_URL, sha256: str = SHAKES
         ) from None
 
 
-def read_corpus(path: str | os.PathLike) -> str:
-    """Read a UTF-8 text file; the default tiny Shakespeare path is downloaded on first use."""
-    path = Path(path)
-    if not path.exists() and str(path) == DEFAULT_PATH:
-        download_corpus(path)
-    text = read_utf8(path, "data file", "--data.path")
-    if not text:
-        raise LitGPTError(f"data file {path} is empty")
-    return text
-
-
-def compact_dtype(vocab_size: int) -> torch.dtype:
-    """Smallest integer dtype that holds every id (a 1 GB corpus stays 1 GB in memory, not 8)."""
-    if vocab_size <= 256:
-        return torch.uint8
-    if vocab_size <= 2**15:
-        return torch.int16
-    return torch.int32
+def ensure_corpus(path: str | os.PathLike) -> None:
+    """The default tiny Shakespeare path is downloaded on first use; any other path is the user's."""
+    if not Path(path).exists() and str(path) == DEFAULT_PATH:
+        download_corpus(Path(path))
 
 
 def window_seed(seed: int, rank: int, step: int) -> int:
@@ -93,18 +81,27 @@ class TrainWindows(IterableDataset):
 class ValWindows(Dataset):
     """Non-overlapping windows over the whole split; every target position 1..n-1 is scored exactly once.
 
+    With ``max_windows`` smaller than the split's window count, only that many full windows are scored, spread evenly
+    from the start to the end of the split: a fixed, deterministic part of it (for big corpora).
+
     The tail that does not fill a window is read by one extra window aligned to the end of the split, whose targets
     already scored are masked with -1. ``num_padding`` fully masked windows can be appended so that the count divides
     evenly between devices (a padded sampler would otherwise score some windows twice).
     """
 
-    def __init__(self, data: torch.Tensor, block_size: int, num_padding: int = 0) -> None:
+    def __init__(self, data: torch.Tensor, block_size: int, num_padding: int = 0,
+                 max_windows: Optional[int] = None) -> None:
         n, T = len(data), block_size
         self.data, self.block_size = data, T
         full = (n - 1) // T
-        self.starts = [i * T for i in range(full)]  # window i scores targets i*T+1 .. i*T+T
-        self.skip = [0] * full  # leading targets of a window that are masked
         tail = (n - 1) - full * T
+        if max_windows is not None and max_windows < full + bool(tail):  # bounded: evenly spread full windows
+            picked = sorted({round(i * (full - 1) / max(1, max_windows - 1)) for i in range(max_windows)})
+            self.starts, self.skip = [i * T for i in picked], [0] * len(picked)
+            tail = 0
+        else:
+            self.starts = [i * T for i in range(full)]  # window i scores targets i*T+1 .. i*T+T
+            self.skip = [0] * full  # leading targets of a window that are masked
         if tail:
             self.starts.append(n - 1 - T)
             self.skip.append(T - tail)
@@ -123,44 +120,81 @@ class ValWindows(Dataset):
 
 
 class CharDataModule(L.LightningDataModule):
-    """Character-level text: tiny Shakespeare by default, or any UTF-8 text file.
+    """Character-level text: tiny Shakespeare by default, or any UTF-8 text file, folder of files or glob.
 
-    The file is read and tokenized when the module is built, so its vocabulary is known before the model is.
+    The text is tokenized once into a cache file (``data.cache_dir``) that later runs, and every process of a
+    multi-device run, map without reading the text again; the vocabulary is known when the module is built, before
+    the model is.
 
     Args:
-        path: UTF-8 text file to train on. The default, data/tinyshakespeare/input.txt, is downloaded on first use.
+        path: UTF-8 text to train on: a file, a folder (every ``.txt`` file below it, in sorted path order) or a glob
+            pattern (``'books/*.txt'``; sorted). The default, data/tinyshakespeare/input.txt, is downloaded on first use.
         block_size: Length of a training window in characters (the model's context length).
         batch_size: Windows per training step (per device).
         val_batch_size: Windows per validation step; defaults to ``batch_size``.
         train_fraction: Share of the text, from its start, used for training; the rest is the validation split.
         seed: Seed of the random training windows (mixed with the device rank and the step).
         pin_memory: Pin host batches for faster copies to a GPU (used only when training on CUDA).
+        val_max_chars: Score at most about this many characters of the validation split, in windows spread evenly
+            over it, the same ones every time and on any number of devices; a smaller split is scored whole.
+            null: always the whole split.
+        cache_dir: Folder of the token cache, one pair of files per text (named by a hash of its content). null:
+            ``~/.cache/lit_gpt/tokens`` (or ``$XDG_CACHE_HOME/lit_gpt/tokens``).
+        separator: Text put between two files of a folder or glob.
+        vocab_from: Tokenize with the vocabulary of this lit_gpt checkpoint instead of the text's own (set by the
+            command line for ``validate``/``test`` with ``--ckpt_path`` and for ``--model.init_from``); a character
+            outside it is an error that names it.
     """
 
     def __init__(self, path: str = DEFAULT_PATH, block_size: int = 256, batch_size: int = 64,
                  val_batch_size: Optional[int] = None, train_fraction: float = 0.9, seed: int = 1337,
-                 pin_memory: bool = True) -> None:
+                 pin_memory: bool = True, val_max_chars: Optional[int] = 1_000_000, cache_dir: Optional[str] = None,
+                 separator: str = "\n\n", vocab_from: Optional[str] = None) -> None:
         super().__init__()
         for name, value in (("block_size", block_size), ("batch_size", batch_size),
-                            ("val_batch_size", val_batch_size or 1)):
+                            ("val_batch_size", val_batch_size or 1), ("val_max_chars", val_max_chars or 1)):
             if value < 1:
                 raise LitGPTError(f"data.{name} must be a positive integer, got {value}")
         if not 0.0 < train_fraction < 1.0:
             raise LitGPTError(f"data.train_fraction must be between 0 and 1, got {train_fraction}")
         self.path, self.block_size, self.batch_size = str(path), block_size, batch_size
         self.val_batch_size = val_batch_size or batch_size
-        self.seed, self.pin_memory = seed, pin_memory
-        text = read_corpus(path)
-        self.tokenizer = CharTokenizer.from_text(text)
-        data = torch.tensor(self.tokenizer.encode(text), dtype=compact_dtype(self.vocab_size))  # (N,)
-        n_train = int(train_fraction * len(data))
-        self.train_data, self.val_data = data[:n_train], data[n_train:]
+        self.seed, self.pin_memory, self.val_max_chars = seed, pin_memory, val_max_chars
+        ensure_corpus(path)
+        vocab = None if vocab_from is None else read_checkpoint(vocab_from)["hyper_parameters"]["vocab"]
+        ids, chars = load_tokens(path, cache_dir, separator, vocab)  # (N,) memory-mapped ids, the vocabulary
+        self.tokenizer = CharTokenizer(chars)
+        self._ids = ids  # the memory map behind train_data and val_data
+        self._split(torch.from_numpy(ids), train_fraction)
         for split, part in (("train", self.train_data), ("val", self.val_data)):
             if len(part) < block_size + 1:
                 raise LitGPTError(
                     f"the {split} split of {path} has {len(part)} characters, fewer than block_size + 1 = "
                     f"{block_size + 1}; use a longer text or a smaller --data.block_size"
                 )
+
+    def _split(self, data: torch.Tensor, train_fraction: float) -> None:
+        n_train = int(train_fraction * len(data))
+        self.train_data, self.val_data = data[:n_train], data[n_train:]  # views of the mapped file: no copy
+
+    def __getstate__(self) -> dict:
+        """Pickled (to the processes of ``ddp_spawn``) without the ids: each process maps the cache file itself, so
+        they share its pages instead of each receiving a copy."""
+        state = self.__dict__.copy()
+        ids = state.pop("_ids")
+        if isinstance(ids, np.memmap):
+            state["_mapped"] = (ids.filename, ids.dtype.str, len(ids), len(self.train_data))
+            del state["train_data"], state["val_data"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        mapped = state.pop("_mapped", None)
+        self.__dict__.update(state)
+        if mapped is not None:
+            filename, dtype, n, n_train = mapped
+            self._ids = np.memmap(filename, dtype=np.dtype(dtype), mode="c", shape=(n,))
+            data = torch.from_numpy(self._ids)
+            self.train_data, self.val_data = data[:n_train], data[n_train:]
 
     @property
     def vocab(self) -> list[str]:
@@ -185,6 +219,9 @@ class CharDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         n, T = len(self.val_data), self.block_size
         scored_windows = -(-(n - 1) // T)  # full windows plus the tail window, if any
-        windows = ValWindows(self.val_data, T, num_padding=-scored_windows % world)
+        max_windows = None if self.val_max_chars is None else -(-self.val_max_chars // T)
+        if max_windows is not None and max_windows < scored_windows:
+            scored_windows = max_windows
+        windows = ValWindows(self.val_data, T, num_padding=-scored_windows % world, max_windows=max_windows)
         return DataLoader(windows, batch_size=self.val_batch_size, shuffle=False, pin_memory=self._pin(),
                           generator=torch.Generator())

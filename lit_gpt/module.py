@@ -12,6 +12,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
+from lit_gpt.files import read_checkpoint
 from lit_gpt.model import build_model
 
 
@@ -48,12 +49,16 @@ class LitGPT(L.LightningModule):
         beta2: AdamW beta2 (0.99 suits small batches of characters).
         compile: ``torch.compile`` the model (the inner nn.Module, so checkpoint keys stay clean). null: on CUDA
             only, where it pays off; a CPU gains nothing at these sizes and waits ~20 s for the compiler.
+        init_from: Fine-tuning: start from the weights of this lit_gpt checkpoint (of the same model shape) instead of
+            random ones, with a fresh optimizer and schedule; the data is tokenized with its vocabulary. Give the run
+            its own directory (``--trainer.logger.init_args.name``). A resumed run takes its weights from
+            ``--ckpt_path`` instead.
     """
 
     def __init__(self, config: GPTConfig, arch: Literal["gpt", "bigram"] = "gpt", vocab: Optional[list[str]] = None,
                  learning_rate: float = 1e-3, min_lr: float = 1e-4, warmup_steps: int = 100,
                  lr_decay_steps: int = 5000, weight_decay: float = 0.1, beta1: float = 0.9,
-                 beta2: float = 0.99, compile: Optional[bool] = None) -> None:
+                 beta2: float = 0.99, compile: Optional[bool] = None, init_from: Optional[str] = None) -> None:
         super().__init__()
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = GPTConfig(**config)
@@ -86,6 +91,9 @@ class LitGPT(L.LightningModule):
             self._compiled = True
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_from is not None and self.trainer.ckpt_path is None:
+            state = read_checkpoint(self.hparams.init_from)["state_dict"]
+            self.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None:
             self.flops_per_batch = self.measure_flops_per_batch(datamodule.batch_size, datamodule.block_size)

@@ -45,6 +45,15 @@ def synthetic_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def token_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+    """The token cache (default ~/.cache/lit_gpt/tokens) goes to a folder of this test session, never the user's."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def fresh_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lightning's ddp_spawn leaves MASTER_PORT in os.environ; without this, every later ddp_spawn run in the same

@@ -193,7 +193,7 @@ def test_train_help_reads_the_docstrings(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         cli_main(["fit", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "UTF-8 text file to train on" in out  # data.path
+    assert "UTF-8 text to train on: a file, a folder" in out  # data.path
     assert "Peak learning rate" in out  # model.learning_rate
     assert "must divide" in out  # model.config.n_head
 
@@ -298,24 +298,89 @@ def test_a_checkpoint_of_another_shape_names_the_settings(subcommand: str, train
     assert not runs.exists()
 
 
-@pytest.mark.parametrize("subcommand", ["fit", "validate"])
-def test_a_checkpoint_of_another_text_is_refused(subcommand: str, trained: dict, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture) -> None:
-    """Another corpus means other ids: refused with one line (never scored with mismatched ids), even when the two
-    vocabularies have the same size."""
+def other_text(trained: dict, tmp_path: Path, replace: dict[str, str]) -> Path:
     text = trained["corpus"].read_text(encoding="utf-8")
-    vocab = sorted(set(text))
-    other = tmp_path / "other.txt"
-    other.write_text(text.replace(vocab[-1], "\u00e9"), encoding="utf-8")  # same size, one character differs
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "other.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_resuming_on_another_text_is_refused(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """fit --ckpt_path on a text with other ids (here the same vocabulary size, one character differs): refused with
+    one line, never trained on mismatched ids."""
+    vocab = sorted(set(trained["corpus"].read_text(encoding="utf-8")))
+    other = other_text(trained, tmp_path, {vocab[-1]: "\u00e9"})
     runs = tmp_path / "runs"
-    args = fit_args(other, runs, "--ckpt_path", str(trained["last"]))
-    args[0] = subcommand
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(args)
+        cli_main(fit_args(other, runs, "--ckpt_path", str(trained["last"])))
     assert_one_line_error(capsys, exit_info, rf"was trained on another text: its vocabulary has {len(vocab)} "
                                              rf"characters, the data \(.*other\.txt\) has {len(vocab)}, 1 of them not "
                                              r"in the checkpoint's \('\u00e9'\)")
     assert not runs.exists()
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_scoring_another_text_names_the_characters_the_checkpoint_lacks(subcommand: str, trained: dict,
+                                                                       tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    other = other_text(trained, tmp_path, {"a": "\u00e9", "b": "\U0001F600"})
+    args = fit_args(other, tmp_path / "runs", "--ckpt_path", str(trained["last"]))
+    args[0] = subcommand
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert_one_line_error(capsys, exit_info, r"2 character\(s\) of the text are not in the checkpoint's vocabulary "
+                                             r"of \d+: '\u00e9', '\U0001F600'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_validate_scores_another_text_with_the_checkpoints_vocabulary(trained: dict, tmp_path: Path) -> None:
+    """A text without some of the corpus's characters has a smaller vocabulary of its own, so its own ids would all
+    shift; validate --ckpt_path scores it with the checkpoint's ids: equal to scoring it by hand with them."""
+    from lit_gpt.data import ValWindows
+    from lit_gpt.generate import load_checkpoint
+
+    other = other_text(trained, tmp_path, {"z": "", "Z": "", "a": ""})
+    args = fit_args(other, tmp_path / "runs", "--ckpt_path", str(trained["last"]), "--trainer.limit_val_batches", "1.0")
+    args[0] = "validate"
+    val_loss = cli_main(args).trainer.callback_metrics["val_loss"].item()
+
+    model, tokenizer = load_checkpoint(trained["last"])
+    ids = torch.tensor(tokenizer.encode(other.read_text(encoding="utf-8")))
+    windows = ValWindows(ids[int(0.9 * len(ids)):], 32)
+    x, y = (torch.stack(t) for t in zip(*(windows[i] for i in range(len(windows)))))  # (N, 32) each
+    with torch.no_grad():
+        losses = torch.nn.functional.cross_entropy(model(x)[0].flatten(0, 1), y.flatten(), ignore_index=-1,
+                                                   reduction="sum")
+    assert val_loss == pytest.approx(losses.item() / (y != -1).sum().item(), rel=1e-5)
+
+
+def test_fine_tuning_starts_from_a_checkpoints_weights_and_vocabulary(trained: dict, tmp_path: Path) -> None:
+    """--model.init_from: a new run (step 0, its own directory, a fresh optimizer) from the checkpoint's weights, on a
+    text with fewer characters, tokenized with the checkpoint's vocabulary."""
+    other = other_text(trained, tmp_path, {"z": "", "Z": ""})
+    runs = trained["runs"]  # the same runs folder as the checkpoint's own run, in a directory of its own
+    cli = cli_main(fit_args(other, runs, "--model.init_from", str(trained["last"]), "--trainer.logger.init_args.name",
+                            "finetune", "--trainer.max_steps", "2", "--model.learning_rate", "1e-12",
+                            "--model.min_lr", "1e-12", "--trainer.val_check_interval", "2"))
+    init, tuned = torch.load(trained["last"], weights_only=True), torch.load(
+        runs / "finetune" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert tuned["global_step"] == 2 and cli.trainer.global_step == 2
+    assert tuned["hyper_parameters"]["vocab"] == init["hyper_parameters"]["vocab"]
+    assert all(s["step"] == 2 for s in tuned["optimizer_states"][0]["state"].values())  # fresh: 2, not 22
+    for name, weight in init["state_dict"].items():  # 2 steps at lr 1e-12: still the checkpoint's weights
+        torch.testing.assert_close(tuned["state_dict"][name], weight, atol=1e-9, rtol=0)
+
+
+def test_fine_tuning_from_a_checkpoint_of_another_shape(trained: dict, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(fit_args(trained["corpus"], tmp_path / "runs", "--model.init_from", str(trained["last"]),
+                          "--model.config.n_embd", "64"))
+    assert_one_line_error(capsys, exit_info, r"--model.init_from .* does not fit this config: n_embd 32 in the "
+                                             r"checkpoint, 64 in the config")
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("device, pattern", [

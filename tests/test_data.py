@@ -3,10 +3,12 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+import numpy as np
 import torch
 
 from lit_gpt import data as data_mod
-from lit_gpt.data import CharDataModule, TrainWindows, ValWindows, compact_dtype, download_corpus
+from lit_gpt.data import CharDataModule, TrainWindows, ValWindows, download_corpus
+from lit_gpt.token_cache import id_dtype
 from lit_gpt.errors import LitGPTError
 
 
@@ -57,10 +59,10 @@ def test_val_windows_score_every_target_exactly_once(n: int, padding: int) -> No
 
 
 def test_compact_dtype() -> None:
-    assert compact_dtype(65) == torch.uint8
-    assert compact_dtype(256) == torch.uint8
-    assert compact_dtype(257) == torch.int16
-    assert compact_dtype(100_000) == torch.int32
+    assert id_dtype(65) == np.uint8
+    assert id_dtype(256) == np.uint8
+    assert id_dtype(257) == np.int16
+    assert id_dtype(100_000) == np.int32
 
 
 def test_datamodule_split_and_vocab(corpus_path: Path) -> None:
@@ -81,9 +83,15 @@ def test_missing_path(tmp_path: Path) -> None:
         CharDataModule(path=str(tmp_path / "nope.txt"))
 
 
-def test_directory_path(tmp_path: Path) -> None:
-    with pytest.raises(LitGPTError, match="is a directory"):
+def test_a_folder_without_text_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.md").write_text("not a .txt file")
+    with pytest.raises(LitGPTError, match=r"data folder .* holds no \.txt file \(pass a file, or a glob"):
         CharDataModule(path=str(tmp_path))
+
+
+def test_a_glob_that_matches_nothing(tmp_path: Path) -> None:
+    with pytest.raises(LitGPTError, match=r"data path '.*/\*\.txt' matches no file"):
+        CharDataModule(path=str(tmp_path / "*.txt"))
 
 
 def test_not_utf8(tmp_path: Path) -> None:
@@ -134,3 +142,24 @@ def test_offline_default_path_says_to_pass_a_path(tmp_path: Path, monkeypatch: p
         with pytest.raises(LitGPTError, match="if you are offline, pass --data.path"):
             CharDataModule()
     assert not (tmp_path / data_mod.DEFAULT_PATH).exists()
+
+
+@pytest.mark.parametrize("max_windows", [1, 4, 7])
+def test_bounded_val_windows_are_a_fixed_spread_of_full_windows(max_windows: int) -> None:
+    """max_windows of the split's 12 full windows (n = 100, block 8), spread from its start to its end, the same
+    every time; each scores all its targets, and no target twice."""
+    d = torch.arange(100)
+    windows = ValWindows(d, block_size=8, max_windows=max_windows)
+    starts = [int(windows[i][0][0]) for i in range(len(windows))]
+    assert len(starts) == max_windows and starts == sorted(set(starts))
+    assert starts[0] == 0 and (max_windows == 1 or starts[-1] == 88)  # the first and the last full window
+    assert all((windows[i][1] != -1).all() for i in range(len(windows)))
+    assert starts == [int(ValWindows(d, 8, max_windows=max_windows)[i][0][0]) for i in range(max_windows)]
+
+
+def test_val_max_chars_bounds_only_a_longer_split(corpus_path: Path, tmp_path: Path) -> None:
+    whole = CharDataModule(path=str(corpus_path), block_size=32)
+    bounded = CharDataModule(path=str(corpus_path), block_size=32, val_max_chars=3200)
+    assert len(bounded.val_dataloader().dataset) == 100
+    assert len(whole.val_dataloader().dataset) == -(-(len(whole.val_data) - 1) // 32)  # default: the whole split
+    assert len(whole.val_data) < 1_000_000  # ... because it is shorter than the default bound
