@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import asdict
+from collections.abc import Callable
 from typing import Any, Literal, Optional
 
 import lightning as L
@@ -14,6 +15,7 @@ from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
 from lit_gpt.files import read_checkpoint
 from lit_gpt.model import build_model
+from lit_gpt.optim import MuonAdamW
 
 
 def is_log_step(trainer: L.Trainer, step: int) -> bool:
@@ -49,6 +51,9 @@ class LitGPT(L.LightningModule):
         beta2: AdamW beta2 (0.99 suits small batches of characters).
         compile: ``torch.compile`` the model (the inner nn.Module, so checkpoint keys stay clean). null: on CUDA
             only, where it pays off; a CPU gains nothing at these sizes and waits ~20 s for the compiler.
+        optimizer: ``adamw`` for every parameter, or ``muon``: Muon for the 2-D weight matrices inside the
+            transformer blocks and AdamW for the embeddings (tied with the head), LayerNorms and biases, with the
+            same learning rate, schedule and weight decay (Muon's steps are scaled to the RMS of AdamW's).
         init_from: Fine-tuning: start from the weights of this lit_gpt checkpoint (of the same model shape) instead of
             random ones, with a fresh optimizer and schedule; the data is tokenized with its vocabulary. Give the run
             its own directory (``--trainer.logger.init_args.name``). A resumed run takes its weights from
@@ -58,7 +63,8 @@ class LitGPT(L.LightningModule):
     def __init__(self, config: GPTConfig, arch: Literal["gpt", "bigram"] = "gpt", vocab: Optional[list[str]] = None,
                  learning_rate: float = 1e-3, min_lr: float = 1e-4, warmup_steps: int = 100,
                  lr_decay_steps: int = 5000, weight_decay: float = 0.1, beta1: float = 0.9,
-                 beta2: float = 0.99, compile: Optional[bool] = None, init_from: Optional[str] = None) -> None:
+                 beta2: float = 0.99, compile: Optional[bool] = None, optimizer: Literal["adamw", "muon"] = "adamw",
+                 init_from: Optional[str] = None) -> None:
         super().__init__()
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = GPTConfig(**config)
@@ -170,15 +176,24 @@ class LitGPT(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"name": "decay", "params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
-            {"name": "no_decay", "params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(
-            groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=self.device.type == "cuda" or None
-        )
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        hidden = {name for name, p in params.items() if p.dim() == 2 and ".transformer.h." in f".{name}"}
+        if hp.optimizer == "muon" and not hidden:
+            raise LitGPTError(f"--model.optimizer muon needs the transformer's weight matrices; arch {hp.arch} has none")
+        muon = hp.optimizer == "muon"
+
+        def group(name: str, keep: Callable[[str, torch.Tensor], bool], weight_decay: float) -> dict[str, Any]:
+            return {"name": name, "params": [p for n, p in params.items() if keep(n, p)], "weight_decay": weight_decay}
+
+        decay = group("decay", lambda n, p: p.dim() >= 2 and not (muon and n in hidden), hp.weight_decay)
+        no_decay = group("no_decay", lambda n, p: p.dim() < 2, 0.0)
+        adamw_groups = [g for g in (decay, no_decay) if g["params"]]
+        fused = self.device.type == "cuda" or None
+        if muon:
+            optimizer = MuonAdamW([group("muon", lambda n, p: n in hidden, hp.weight_decay)], adamw_groups,
+                                  lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused)
+        else:
+            optimizer = torch.optim.AdamW(adamw_groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda step: lr_multiplier(step, hp.warmup_steps, hp.lr_decay_steps, hp.min_lr / hp.learning_rate),

@@ -1,9 +1,13 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
 from lit_gpt.model import GPT, Bigram, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides) -> GPTConfig:
@@ -104,3 +108,29 @@ def test_bigram_reads_only_the_current_character() -> None:
 def test_unknown_architecture() -> None:
     with pytest.raises(LitGPTError, match="unknown architecture 'rnn'"):
         build_model("rnn", tiny_config())
+
+
+def test_muon_takes_the_hidden_matrices_and_lowers_the_loss(corpus_path: Path, tmp_path: Path) -> None:
+    """--model.optimizer muon: Muon steps exactly the 2-D weights inside the blocks, AdamW the embeddings (tied with
+    the head), LayerNorms and biases; one schedule sets both rates; 60 steps lower the loss."""
+    from helpers import read_losses
+    from lit_gpt.cli import cli_main
+    from lit_gpt.optim import MuonAdamW
+
+    record = tmp_path / "losses.txt"
+    cli = cli_main(["fit", "--config", str(ROOT / "configs" / "debug.yaml"), "--data.path", str(corpus_path),
+                    "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
+                    "--model.optimizer", "muon", "--model.learning_rate", "3e-3", "--model.min_lr", "3e-4",
+                    "--trainer.max_steps", "60", "--model.lr_decay_steps", "60",
+                    f'--trainer.callbacks+={{"class_path": "helpers.LossRecorder", "init_args": {{"path": "{record}"}}}}'])
+    optimizer, model = cli.trainer.optimizers[0], cli.model.model
+    assert isinstance(optimizer, MuonAdamW)
+    muon = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
+    expected = {id(p) for block in model.transformer.h for name, p in block.named_parameters() if p.dim() == 2}
+    assert muon == expected and len(muon) == 4 * 2  # c_attn, attn c_proj, c_fc, mlp c_proj in each of 2 layers
+    adamw = {id(p) for g in optimizer.adamw.param_groups for p in g["params"]}
+    assert adamw == {id(p) for p in model.parameters()} - muon
+    assert len({g["lr"] for g in optimizer.param_groups}) == 1  # one schedule
+    losses = read_losses(record)
+    first, last = float.fromhex(losses[("train", 1)]), float.fromhex(losses[("val", 60)])
+    assert last < first - 0.5  # measured: 4.16 -> 3.18

@@ -30,17 +30,20 @@ def args(corpus: Path, runs: Path, record: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def test_resume_is_exact(corpus_path: Path, tmp_path: Path) -> None:
-    """30 steps straight == 13 steps, resume to 24, resume to 30: every train_loss and val_loss bit for bit.
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_exact(corpus_path: Path, tmp_path: Path, optimizer: str) -> None:
+    """30 steps straight == 13 steps, resume to 24, resume to 30: every train_loss and val_loss bit for bit, with
+    AdamW and with Muon + AdamW (both optimizers' states travel in the checkpoint).
 
     Dropout is on (debug recipe: 0.1), both stops fall between validations (every 10 steps), and each leg is
     started with a smaller max_steps than the whole run, so the schedule must not depend on max_steps.
     """
     straight, legs = tmp_path / "straight.txt", tmp_path / "legs.txt"
-    cli_main(args(corpus_path, tmp_path / "a", straight))
-    cli_main(args(corpus_path, tmp_path / "b", legs, "--trainer.max_steps", "13"))
-    cli_main(args(corpus_path, tmp_path / "b", legs, "--trainer.max_steps", "24", "--ckpt_path", "last"))
-    cli_main(args(corpus_path, tmp_path / "b", legs, "--trainer.max_steps", "30", "--ckpt_path", "last"))
+    opt = ["--model.optimizer", optimizer]
+    cli_main(args(corpus_path, tmp_path / "a", straight, *opt))
+    cli_main(args(corpus_path, tmp_path / "b", legs, *opt, "--trainer.max_steps", "13"))
+    cli_main(args(corpus_path, tmp_path / "b", legs, *opt, "--trainer.max_steps", "24", "--ckpt_path", "last"))
+    cli_main(args(corpus_path, tmp_path / "b", legs, *opt, "--trainer.max_steps", "30", "--ckpt_path", "last"))
     a, b = read_losses(straight), read_losses(legs)
     assert sorted(a) == sorted(b)
     assert len([k for k in a if k[0] == "train"]) == 30 and len([k for k in a if k[0] == "val"]) == 3
