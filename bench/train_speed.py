@@ -8,16 +8,25 @@ from a fresh start; (t(5N) - t(N)) / 4N is the steady per-step time, so start-up
 compilation) cancels. Validation is off on both sides
 (limit_val_batches=0); everything else of the recipe stays on in the Lightning run: progress bar, TensorBoard logging,
 LearningRateMonitor, throughput (TokenThroughput), the gradient norm, periodic checkpoints. A third side, Lightning
-with no callbacks and no logger, shows what Lightning's loop itself costs. Prints tokens/s of each and its ratio
-to the bare loop.
+with no callbacks and no logger, shows what Lightning's loop itself costs. With the CPU recipe, a fourth side is
+nanoGPT's own train.py (unchanged, read from ../shared/anchors/nanoGPT; left out where that folder is missing) with
+its CPU command and the same model, block and batch, evaluation off (``--eval_interval`` past the run, so only its
+iteration-0 estimate runs, which cancels), timed the same way as a process. Compare it with our AdamW:
+``--model.optimizer adamw --model.learning_rate 1e-3 --model.min_lr 1e-4`` gives the same arithmetic per step.
+Prints tokens/s of each, its ratio to the bare loop (median of the repeats' ratios, and each repeat), and the
+recipe's per-step time over nanoGPT's.
 """
 
 import argparse
 import contextlib
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -87,6 +96,31 @@ def time_lightning_floor(config: str, steps: int, extra: list[str]) -> float:
     return time_lightning(config, steps, extra, bare_trainer=True)
 
 
+NANOGPT = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "nanoGPT"
+CORPUS = NANOGPT.parents[1] / "data" / "tinyshakespeare" / "input.txt"
+NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=1", "--log_interval=1", "--block_size=64",
+               "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0",
+               "--eval_interval=1000000", "--always_save_checkpoint=False"]
+_nanogpt_dir: list[Path] = []
+
+
+def time_nanogpt(config: str, steps: int, extra: list[str]) -> float:
+    """nanoGPT's train.py for ``steps`` iterations (its loop runs iterations 0..max_iters), as a process."""
+    if not _nanogpt_dir:  # a scratch copy with its data prepared, once
+        folder = Path(tempfile.mkdtemp(prefix="nanogpt_")) / "nanoGPT"
+        shutil.copytree(NANOGPT, folder)
+        shutil.copy(CORPUS, folder / "data" / "shakespeare_char" / "input.txt")
+        (folder / "requests.py").write_text("")  # prepare.py imports it; the text is already there
+        subprocess.run([sys.executable, "data/shakespeare_char/prepare.py"], cwd=folder, check=True,
+                       capture_output=True, env={**os.environ, "PYTHONPATH": str(folder)})
+        _nanogpt_dir.append(folder)
+    cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", *NANOGPT_CPU,
+           f"--max_iters={steps - 1}", f"--lr_decay_iters={max(steps, 2000)}"]
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=_nanogpt_dir[0], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": ""})
+    return time.perf_counter() - start
+
+
 SIDES = {"bare": time_bare, "lightning": time_lightning, "floor": time_lightning_floor}
 
 
@@ -98,7 +132,7 @@ def per_step_times(config: str, steps: int, repeats: int, extra: list[str]) -> l
         fn(config, steps, extra)
     results = []
     for repeat in range(repeats):
-        names = list(SIDES)[repeat % 3:] + list(SIDES)[: repeat % 3]
+        names = list(SIDES)[repeat % len(SIDES):] + list(SIDES)[: repeat % len(SIDES)]
         per_step = {}
         for name in names:
             short = SIDES[name](config, steps, extra)
@@ -120,15 +154,25 @@ def main() -> None:
     device = cli.trainer.strategy.root_device
     print(f"recipe {args.config}: {tokens} tokens per step, device {device}, precision {cli.trainer.precision}, "
           f"torch {torch.__version__}; N = {args.steps}, median of {args.repeats}")
+    if "shakespeare_char_cpu" in args.config and NANOGPT.is_dir() and CORPUS.is_file():
+        SIDES["nanogpt"] = time_nanogpt
+    else:
+        print(f"nanoGPT left out: it runs with the CPU recipe only, from {NANOGPT} (and {CORPUS})")
     results = per_step_times(args.config, args.steps, args.repeats, args.overrides)
     labels = {"bare": "bare PyTorch loop", "lightning": "Lightning, the recipe",
-              "floor": "Lightning, no callbacks/logger"}
+              "floor": "Lightning, no callbacks/logger", "nanogpt": "nanoGPT's train.py"}
     print(f"{'':32s} {'tokens/s':>9s} {'ms/step':>8s}  vs bare (median of the repeats' ratios; each repeat)")
     for name, label in labels.items():
+        if name not in SIDES:
+            continue
         per_step = statistics.median(r[name] for r in results)
         ratios = [r["bare"] / r[name] for r in results]
         print(f"{label:32s} {tokens / per_step:9.0f} {per_step * 1e3:8.2f}  {statistics.median(ratios):.3f} "
               f"({', '.join(f'{x:.3f}' for x in ratios)})")
+    if "nanogpt" in SIDES:
+        ratios = sorted(r["lightning"] / r["nanogpt"] for r in results)
+        print(f"per-step time, the recipe / nanoGPT: median {statistics.median(ratios):.3f}, range "
+              f"{ratios[0]:.3f}-{ratios[-1]:.3f} over {len(ratios)} repeats")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""Time to quality on a CPU: our CPU recipe vs. nanoGPT's CPU recipe, side by side, interleaved, repeated.
+
+    python bench/time_to_quality.py [--repeats 2] [--target 1.90] [--data.path=FILE]
+
+Ours: ``python train.py fit --config configs/shakespeare_char_cpu.yaml`` with ``bench/timeline.py``'s callback; its
+time is the wall time from the process start to the end of the first validation with ``val_loss`` <= target (whole
+validation split). nanoGPT: its unchanged ``train.py`` with the CPU command of ../shared/anchors/nanoGPT/ANCHOR.md
+(left out where that folder is missing), every output line time-stamped; it reaches the target only at its last
+iteration (2000: 1.898 on our whole-split metric; its own 20-batch estimate is noisier), so its time is the process
+start to its final evaluation. Also printed: nanoGPT's first evaluation whose own estimate is <= target.
+The two run one after the other in each repeat, in alternating order; the ratio is ours / nanoGPT per repeat.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NANOGPT = ROOT.parent / "shared" / "anchors" / "nanoGPT"
+CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
+               "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+               "--lr_decay_iters=2000", "--dropout=0.0"]
+
+
+def ours(workdir: Path, target: float, data_path: str, extra: list[str]) -> dict:
+    timeline = workdir / "timeline.json"
+    callback = {"class_path": "timeline.Timeline", "init_args": {"path": str(timeline), "target": target}}
+    cmd = [sys.executable, "train.py", "fit", "--config", "configs/shakespeare_char_cpu.yaml", "--data.path",
+           data_path, "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
+           str(workdir / "runs"), f"--trainer.callbacks+={json.dumps(callback)}", *extra]
+    start = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"})
+    record = json.loads(timeline.read_text())
+    reached = next((v for v in record["validations"] if v["val_loss"] <= target), None)
+    return {"seconds": reached["unix_time"] - start if reached else None, "step": reached and reached["step"],
+            "best": record["best_val_loss"], "wall": time.time() - start}
+
+
+def nanogpt(workdir: Path, target: float, data_path: str) -> dict:
+    folder = workdir / "nanogpt"
+    if not folder.exists():
+        shutil.copytree(NANOGPT, folder)
+        shutil.copy(data_path, folder / "data" / "shakespeare_char" / "input.txt")
+        (folder / "requests.py").write_text("")  # prepare.py imports it; the text is already there
+        subprocess.run([sys.executable, "data/shakespeare_char/prepare.py"], cwd=folder, check=True,
+                       capture_output=True, env={**os.environ, "PYTHONPATH": str(folder)})
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, "-u", "train.py", "config/train_shakespeare_char.py", *NANOGPT_CPU],
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": ""})
+    evals = []
+    for line in proc.stdout:
+        if line.startswith("step ") and "val loss" in line:  # "step 250: train loss 2.0, val loss 2.1"
+            evals.append((int(line.split()[1].rstrip(":")), float(line.rsplit(" ", 1)[1]), time.time() - start))
+    proc.wait()
+    first = next((e for e in evals if e[1] <= target), None)
+    return {"seconds": evals[-1][2], "step": evals[-1][0], "own_estimate": evals[-1][1],
+            "first_own_estimate_at_target": first and {"step": first[0], "seconds": first[2]}, "wall": time.time() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2, help="pairs of runs")
+    parser.add_argument("--target", type=float, default=1.90, help="the val_loss to reach")
+    parser.add_argument("--data.path", dest="data_path", default=str(CORPUS), help="tiny Shakespeare")
+    args, extra = parser.parse_known_args()  # anything else is an override of our recipe
+    pairs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            sides = ["ours", "nanogpt"] if repeat % 2 == 0 else ["nanogpt", "ours"]
+            result = {}
+            for side in sides:
+                if side == "ours":
+                    workdir = Path(tmp) / f"ours{repeat}"
+                    result["ours"] = ours(workdir, args.target, args.data_path, extra)
+                elif NANOGPT.is_dir():
+                    result["nanogpt"] = nanogpt(Path(tmp), args.target, args.data_path)
+            print(json.dumps(result), flush=True)
+            pairs.append(result)
+    ours_s = [p["ours"]["seconds"] for p in pairs]
+    print(f"ours: {args.target} reached at steps {[p['ours']['step'] for p in pairs]}, after "
+          f"{', '.join(f'{s:.1f}' if s else 'never' for s in ours_s)} s")
+    if all("nanogpt" in p for p in pairs):
+        nano_s = [p["nanogpt"]["seconds"] for p in pairs]
+        ratios = [o / n for o, n in zip(ours_s, nano_s) if o]
+        print(f"nanoGPT: final evaluation (step 2000) after {', '.join(f'{s:.1f}' for s in nano_s)} s")
+        print(f"ours / nanoGPT: median {statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})")
+    else:
+        print(f"nanoGPT left out: {NANOGPT} is missing")
+
+
+if __name__ == "__main__":
+    main()
