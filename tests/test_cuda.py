@@ -36,12 +36,14 @@ def callback(class_path: str, **init_args) -> str:
 @pytest.mark.parametrize("accelerator", DEVICES)
 def test_validations_with_the_monitor_compile_nothing_new(corpus_path: Path, tmp_path: Path, accelerator: str) -> None:
     """A compiled run (bf16-mixed on a GPU) with samples and attention maps at every validation: after the first
-    training step (which compiles the training graph; the sanity check compiled the validation graph), neither the
-    validations, nor the monitor's generation and attention maps, nor later steps compile another graph."""
+    training step (which compiles the training graph; the sanity check, here over every validation batch, compiled
+    the validation graphs, one per batch shape), neither the validations, nor the monitor's generation and attention
+    maps, nor later steps compile another graph."""
     torch._dynamo.reset()
     cli = cli_main(fit_args(corpus_path, tmp_path, "--trainer.accelerator", accelerator, "--model.compile", "true",
                             "--trainer.precision", "bf16-mixed" if accelerator == "gpu" else "32-true",
                             "--trainer.max_steps", "25", "--trainer.val_check_interval", "10",
+                            "--trainer.num_sanity_val_steps", "-1",  # every validation batch shape before training
                             "--trainer.callbacks+=helpers.GraphCounter"))
     counter = next(c for c in cli.trainer.callbacks if isinstance(c, GraphCounter))
     assert sorted(counter.after_validation) == [10, 20]  # both validations ran, with the monitor on (debug recipe)
