@@ -10,8 +10,9 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
@@ -22,6 +23,20 @@ from lit_gpt.errors import LitGPTError, TrainingStopped
 from lit_gpt.files import read_checkpoint
 from lit_gpt.module import LitGPT
 from lit_gpt.monitor import TokenThroughput, TrainingMonitor
+
+
+class EndSpawnedProcessGroup(Callback):
+    """Destroy the process group at the end of each process that ``ddp_spawn`` started.
+
+    Lightning leaves it alive, and the process exits with gloo's threads still running: now and then that ends in
+    ``terminate called without an active exception`` and SIGABRT, after the work is done. Nothing uses the group
+    after ``teardown`` in those processes (rank 0 sends its results back through a queue).
+    """
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        launcher = trainer.strategy.launcher
+        if isinstance(launcher, _MultiProcessingLauncher) and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 class GPTLightningCLI(LightningCLI):
@@ -68,6 +83,7 @@ class GPTLightningCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.insert(0, ResumedLogStep())  # first: before any callback that logs at a step's start
+        trainer.callbacks.append(EndSpawnedProcessGroup())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make its saves atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         bar = trainer.progress_bar_callback
