@@ -289,3 +289,31 @@ def test_a_second_ctrl_c_stops_at_once(corpus_path: Path, tmp_path: Path) -> Non
     assert "SIGINT again: stopping at once" in err and "Traceback" not in err
     assert max(s for _, s in read_losses(record)) == 8
     assert torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+
+
+def test_sigterm_stops_every_ddp_process_at_the_same_step(corpus_path: Path, tmp_path: Path) -> None:
+    """Two CPU processes (ddp): SIGTERM to the main one only. They agree on a logging step (every 5 here), both stop
+    after it, last.ckpt holds it, the exit status is 143, and no process is left behind."""
+    record = tmp_path / "r.txt"
+    record.touch()
+    cmd = [sys.executable, "train.py", *args(corpus_path, tmp_path, record, "--trainer.max_steps", "3000",
+                                             "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                                             "--trainer.log_every_n_steps", "5")]
+    proc = start(cmd, tmp_path / "log")
+    wait_for_steps(record, proc, 12)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, (tmp_path / "log").read_text()[-2000:]
+    lines = [line for line in (tmp_path / "log").read_text().splitlines() if line.startswith("stopped by")]
+    assert len(lines) == 1, (tmp_path / "log").read_text()[-2000:]
+    step = int(STOPPED.match(lines[0]).group(2))
+    assert step % 5 == 0 and step == max(s for _, s in read_losses(record))
+    assert torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    time.sleep(1)
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(record).encode() in cmdline.read_bytes():
+                left.append(cmdline.parent.name)
+        except OSError:  # the process ended while we looked
+            pass
+    assert not left, f"processes left behind: {left}"
