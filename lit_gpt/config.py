@@ -17,6 +17,10 @@ class GPTConfig:
         n_embd: Width of the residual stream (embedding size).
         dropout: Dropout probability used in training (0 disables dropout).
         bias: Whether Linear and LayerNorm layers have a bias, as in GPT-2.
+        mlp: Whether each block has its feed-forward network after the attention (the lecture's ladder turns it off).
+        residual: Whether the attention and the feed-forward network add to a residual stream (``x = x + f(x)``)
+            instead of replacing it (``x = f(x)``).
+        layernorm: Whether there is a LayerNorm before the attention, before the feed-forward network and at the end.
     """
 
     vocab_size: int = 65
@@ -26,6 +30,9 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = True
+    mlp: bool = True
+    residual: bool = True
+    layernorm: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):

@@ -93,20 +93,32 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, 4C) inside
 
 
+def layer_norm(config: GPTConfig) -> nn.Module:
+    """A LayerNorm over the channels, or nothing when ``config.layernorm`` is off (the lecture's ladder)."""
+    return nn.LayerNorm(config.n_embd, bias=config.bias) if config.layernorm else nn.Identity()
+
+
 class Block(nn.Module):
-    """Transformer block: communication (attention) followed by computation (MLP), each pre-LayerNorm + residual."""
+    """Transformer block: communication (attention) followed by computation (MLP), each pre-LayerNorm + residual.
+
+    The lecture's ladder builds it up step by step: ``config.mlp``, ``config.residual`` and ``config.layernorm``
+    switch the MLP, the residual connections and the LayerNorms off.
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.residual = config.residual
+        self.ln_1 = layer_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        if config.mlp:
+            self.ln_2 = layer_norm(config)
+            self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""
-        x = x + self.attn(self.ln_1(x), kv_cache)
-        x = x + self.mlp(self.ln_2(x))
+        x = x + self.attn(self.ln_1(x), kv_cache) if self.residual else self.attn(self.ln_1(x), kv_cache)
+        if hasattr(self, "mlp"):
+            x = x + self.mlp(self.ln_2(x)) if self.residual else self.mlp(self.ln_2(x))
         return x
 
 
@@ -128,7 +140,7 @@ class GPT(nn.Module):
                 wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=layer_norm(config),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)

@@ -14,7 +14,8 @@ from lit_gpt.module import LitGPT
 from lit_gpt.sample_cli import main as sample_main
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+LECTURE = sorted((ROOT / "configs" / "lecture").glob("*.yaml"))
 DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 
@@ -23,7 +24,7 @@ def fit_args(corpus: Path, save_dir: Path, *extra: str, config: str = DEBUG) -> 
             "--trainer.logger.init_args.save_dir", str(save_dir), *extra]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(ROOT / "configs")) for c in CONFIGS])
 def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> None:
     """Each recipe parses against the real signatures (no data is read: --print_config stops before instantiating)."""
     with pytest.raises(SystemExit) as exit_info:
@@ -395,3 +396,16 @@ def test_sample_on_a_device_that_does_not_exist(device: str, pattern: str, train
     with pytest.raises(SystemExit) as exit_info:
         sample_main(["--checkpoint", str(trained["last"]), "--device", device])
     assert_one_line_error(capsys, exit_info, pattern)
+
+
+@pytest.mark.parametrize("config", LECTURE, ids=[c.name for c in LECTURE])
+def test_every_lecture_recipe_trains_a_few_steps(config: Path, corpus_path: Path, tmp_path: Path) -> None:
+    """Each lecture recipe, as written (model, switches, optimizer), for 3 steps on a CPU with small batches."""
+    cli = cli_main(fit_args(corpus_path, tmp_path, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
+                            "--trainer.limit_val_batches", "1", "--data.batch_size", "2", "--data.val_batch_size", "2",
+                            "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", config=str(config)))
+    recipe = yaml.safe_load(config.read_text())
+    assert cli.trainer.global_step == 3 and math.isfinite(cli.trainer.callback_metrics["val_loss"].item())
+    for key in ("mlp", "residual", "layernorm", "n_layer", "n_head", "n_embd"):
+        if key in recipe["model"].get("config", {}):
+            assert getattr(cli.model.config, key) == recipe["model"]["config"][key]

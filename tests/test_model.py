@@ -5,7 +5,7 @@ import torch
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
-from lit_gpt.model import GPT, Bigram, build_model
+from lit_gpt.model import GPT, MLP, Bigram, Block, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,3 +134,33 @@ def test_muon_takes_the_hidden_matrices_and_lowers_the_loss(corpus_path: Path, t
     losses = read_losses(record)
     first, last = float.fromhex(losses[("train", 1)]), float.fromhex(losses[("val", 60)])
     assert last < first - 0.5  # measured: 4.16 -> 3.18
+
+
+def test_the_default_gpt_is_unchanged_by_the_ladder_switches() -> None:
+    """Reference values from the model before mlp/residual/layernorm existed (same seed, same input)."""
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    logits, _ = model(torch.arange(16).remainder(11).unsqueeze(0))
+    assert logits.double().sum().item() == pytest.approx(1.7329561226069927, rel=1e-6)
+    torch.testing.assert_close(logits[0, -1, :3], torch.tensor([-0.05264151468873024, 0.017626844346523285,
+                                                                 -0.021546395495533943]))
+    assert len(model.state_dict()) == 29
+
+
+def test_ladder_switches_remove_what_they_name() -> None:
+    bare = GPT(tiny_config(mlp=False, residual=False, layernorm=False))
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in bare.modules())
+    assert not any(isinstance(m, MLP) for m in bare.modules())
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in GPT(tiny_config()).modules())
+
+
+def test_residual_switch_replaces_the_stream_instead_of_adding_to_it() -> None:
+    """Same weights: with residual off a block's output is attn(x) then mlp(.) alone; with it on, x is added."""
+    torch.manual_seed(0)
+    block = Block(tiny_config(residual=False, layernorm=False)).eval()
+    x = torch.randn(2, 5, 16)
+    no_residual = block(x)
+    torch.testing.assert_close(no_residual, block.mlp(block.attn(x)))
+    block.residual = True
+    h = x + block.attn(x)
+    torch.testing.assert_close(block(x), h + block.mlp(h))
