@@ -14,7 +14,6 @@ The two run one after the other in each repeat, in alternating order; the ratio 
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,12 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import nanogpt_anchor
+
 ROOT = Path(__file__).resolve().parents[1]
-NANOGPT = ROOT.parent / "shared" / "anchors" / "nanoGPT"
-CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
-               "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
-               "--lr_decay_iters=2000", "--dropout=0.0"]
 
 
 def ours(workdir: Path, target: float, data_path: str, extra: list[str]) -> dict:
@@ -46,15 +42,10 @@ def ours(workdir: Path, target: float, data_path: str, extra: list[str]) -> dict
 
 
 def nanogpt(workdir: Path, target: float, data_path: str) -> dict:
-    folder = workdir / "nanogpt"
-    if not folder.exists():
-        shutil.copytree(NANOGPT, folder)
-        shutil.copy(data_path, folder / "data" / "shakespeare_char" / "input.txt")
-        (folder / "requests.py").write_text("")  # prepare.py imports it; the text is already there
-        subprocess.run([sys.executable, "data/shakespeare_char/prepare.py"], cwd=folder, check=True,
-                       capture_output=True, env={**os.environ, "PYTHONPATH": str(folder)})
+    folder = nanogpt_anchor.prepared_copy(workdir, Path(data_path))
     start = time.time()
-    proc = subprocess.Popen([sys.executable, "-u", "train.py", "config/train_shakespeare_char.py", *NANOGPT_CPU],
+    proc = subprocess.Popen([sys.executable, "-u", "train.py", "config/train_shakespeare_char.py",
+                             *nanogpt_anchor.CPU_COMMAND],
                             cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": ""})
     evals = []
@@ -71,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2, help="pairs of runs")
     parser.add_argument("--target", type=float, default=1.90, help="the val_loss to reach")
-    parser.add_argument("--data.path", dest="data_path", default=str(CORPUS), help="tiny Shakespeare")
+    parser.add_argument("--data.path", dest="data_path", default=str(nanogpt_anchor.CORPUS), help="tiny Shakespeare")
     args, extra = parser.parse_known_args()  # anything else is an override of our recipe
     pairs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +73,7 @@ def main() -> None:
                 if side == "ours":
                     workdir = Path(tmp) / f"ours{repeat}"
                     result["ours"] = ours(workdir, args.target, args.data_path, extra)
-                elif NANOGPT.is_dir():
+                elif nanogpt_anchor.NANOGPT.is_dir():
                     result["nanogpt"] = nanogpt(Path(tmp), args.target, args.data_path)
             print(json.dumps(result), flush=True)
             pairs.append(result)
@@ -95,7 +86,7 @@ def main() -> None:
         print(f"nanoGPT: final evaluation (step 2000) after {', '.join(f'{s:.1f}' for s in nano_s)} s")
         print(f"ours / nanoGPT: median {statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})")
     else:
-        print(f"nanoGPT left out: {NANOGPT} is missing")
+        print(f"nanoGPT left out: {nanogpt_anchor.NANOGPT} is missing")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ recipe's per-step time over nanoGPT's.
 import argparse
 import contextlib
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+import nanogpt_anchor
 from lit_gpt.cli import GPTLightningCLI
 from lit_gpt.data import CharDataModule, TrainWindows
 from lit_gpt.module import LitGPT
@@ -96,26 +96,16 @@ def time_lightning_floor(config: str, steps: int, extra: list[str]) -> float:
     return time_lightning(config, steps, extra, bare_trainer=True)
 
 
-NANOGPT = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "nanoGPT"
-CORPUS = NANOGPT.parents[1] / "data" / "tinyshakespeare" / "input.txt"
-NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=1", "--log_interval=1", "--block_size=64",
-               "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0",
-               "--eval_interval=1000000", "--always_save_checkpoint=False"]
+NANOGPT_NO_EVAL = ["--eval_iters=1", "--eval_interval=1000000", "--always_save_checkpoint=False"]  # only iter 0's
 _nanogpt_dir: list[Path] = []
 
 
 def time_nanogpt(config: str, steps: int, extra: list[str]) -> float:
     """nanoGPT's train.py for ``steps`` iterations (its loop runs iterations 0..max_iters), as a process."""
-    if not _nanogpt_dir:  # a scratch copy with its data prepared, once
-        folder = Path(tempfile.mkdtemp(prefix="nanogpt_")) / "nanoGPT"
-        shutil.copytree(NANOGPT, folder)
-        shutil.copy(CORPUS, folder / "data" / "shakespeare_char" / "input.txt")
-        (folder / "requests.py").write_text("")  # prepare.py imports it; the text is already there
-        subprocess.run([sys.executable, "data/shakespeare_char/prepare.py"], cwd=folder, check=True,
-                       capture_output=True, env={**os.environ, "PYTHONPATH": str(folder)})
-        _nanogpt_dir.append(folder)
-    cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", *NANOGPT_CPU,
-           f"--max_iters={steps - 1}", f"--lr_decay_iters={max(steps, 2000)}"]
+    if not _nanogpt_dir:
+        _nanogpt_dir.append(nanogpt_anchor.prepared_copy(Path(tempfile.mkdtemp(prefix="nanogpt_"))))
+    cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", *nanogpt_anchor.CPU_COMMAND,
+           *NANOGPT_NO_EVAL, f"--max_iters={steps - 1}", f"--lr_decay_iters={max(steps, 2000)}"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=_nanogpt_dir[0], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": ""})
     return time.perf_counter() - start
@@ -154,10 +144,10 @@ def main() -> None:
     device = cli.trainer.strategy.root_device
     print(f"recipe {args.config}: {tokens} tokens per step, device {device}, precision {cli.trainer.precision}, "
           f"torch {torch.__version__}; N = {args.steps}, median of {args.repeats}")
-    if "shakespeare_char_cpu" in args.config and NANOGPT.is_dir() and CORPUS.is_file():
+    if "shakespeare_char_cpu" in args.config and nanogpt_anchor.available():
         SIDES["nanogpt"] = time_nanogpt
     else:
-        print(f"nanoGPT left out: it runs with the CPU recipe only, from {NANOGPT} (and {CORPUS})")
+        print(f"nanoGPT left out: it runs with the CPU recipe only, from {nanogpt_anchor.NANOGPT}")
     results = per_step_times(args.config, args.steps, args.repeats, args.overrides)
     labels = {"bare": "bare PyTorch loop", "lightning": "Lightning, the recipe",
               "floor": "Lightning, no callbacks/logger", "nanogpt": "nanoGPT's train.py"}
