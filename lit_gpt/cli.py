@@ -107,10 +107,7 @@ class GPTLightningCLI(LightningCLI):
         if ckpt_path == "last" and not path.is_file():
             return  # nothing to resume yet: Lightning says so and starts from step 0
         hparams = read_checkpoint(path, for_resume=subcommand == "fit")["hyper_parameters"]
-        mismatches = config_mismatches(hparams, self.model.hparams.arch, self.model.config)
-        if mismatches:
-            raise LitGPTError(f"{path} does not fit this config: {'; '.join(mismatches)} (use the recipe and "
-                              f"settings the checkpoint was trained with, or start a new run)")
+        self._require_same_model(str(path), hparams, "or start a new run")
         vocab, data_vocab = list(hparams["vocab"]), list(self.datamodule.vocab)
         if vocab != data_vocab:
             unknown = [c for c in data_vocab if c not in set(vocab)]
@@ -121,6 +118,13 @@ class GPTLightningCLI(LightningCLI):
                    if unknown else ", in other ids")
                 + "; pass the text it was trained on with --data.path"
             )
+
+    def _require_same_model(self, what: str, hparams: dict[str, Any], alternative: str = "") -> None:
+        """One error line naming every model setting in which a checkpoint differs from this config."""
+        mismatches = config_mismatches(hparams, self.model.hparams.arch, self.model.config)
+        if mismatches:
+            raise LitGPTError(f"{what} does not fit this config: {'; '.join(mismatches)} (use the recipe and "
+                              f"settings the checkpoint was trained with{', ' + alternative if alternative else ''})")
 
     def before_validate(self) -> None:
         self._check_checkpoint("validate")
@@ -137,11 +141,7 @@ class GPTLightningCLI(LightningCLI):
         self._check_checkpoint("fit")
         init_from = self.model.hparams.init_from
         if init_from is not None:
-            mismatches = config_mismatches(read_checkpoint(init_from)["hyper_parameters"], self.model.hparams.arch,
-                                           self.model.config)
-            if mismatches:
-                raise LitGPTError(f"--model.init_from {init_from} does not fit this config: {'; '.join(mismatches)} "
-                                  f"(use the recipe the checkpoint was trained with)")
+            self._require_same_model(f"--model.init_from {init_from}", read_checkpoint(init_from)["hyper_parameters"])
         if self.config_init["fit"].get("ckpt_path") is not None:
             return
         last = checkpoint_dir(self.trainer) / "last.ckpt"

@@ -165,7 +165,7 @@ class CharDataModule(L.LightningDataModule):
         ids, chars = load_tokens(path, cache_dir, separator, vocab)  # (N,) memory-mapped ids, the vocabulary
         self.tokenizer = CharTokenizer(chars)
         self._ids = ids  # the memory map behind train_data and val_data
-        self._split(torch.from_numpy(ids), train_fraction)
+        self._split(int(train_fraction * len(ids)))
         for split, part in (("train", self.train_data), ("val", self.val_data)):
             if len(part) < block_size + 1:
                 raise LitGPTError(
@@ -173,9 +173,10 @@ class CharDataModule(L.LightningDataModule):
                     f"{block_size + 1}; use a longer text or a smaller --data.block_size"
                 )
 
-    def _split(self, data: torch.Tensor, train_fraction: float) -> None:
-        n_train = int(train_fraction * len(data))
-        self.train_data, self.val_data = data[:n_train], data[n_train:]  # views of the mapped file: no copy
+    def _split(self, n_train: int) -> None:
+        """train_data, val_data: the first ``n_train`` ids and the rest, views of the mapped file (no copy)."""
+        data = torch.from_numpy(self._ids)  # (N,)
+        self.train_data, self.val_data = data[:n_train], data[n_train:]
 
     def __getstate__(self) -> dict:
         """Pickled (to the processes of ``ddp_spawn``) without the ids: each process maps the cache file itself, so
@@ -193,8 +194,7 @@ class CharDataModule(L.LightningDataModule):
         if mapped is not None:
             filename, dtype, n, n_train = mapped
             self._ids = np.memmap(filename, dtype=np.dtype(dtype), mode="c", shape=(n,))
-            data = torch.from_numpy(self._ids)
-            self.train_data, self.val_data = data[:n_train], data[n_train:]
+            self._split(n_train)
 
     @property
     def vocab(self) -> list[str]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
-from lit_gpt.files import read_checkpoint
+from lit_gpt.files import model_weights, read_checkpoint
 from lit_gpt.model import build_model
 from lit_gpt.tokenizer import CharTokenizer
 
@@ -70,8 +70,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     hparams = ckpt["hyper_parameters"]
     config, tokenizer = GPTConfig(**hparams["config"]), CharTokenizer(hparams["vocab"])
     model = build_model(hparams["arch"], config)
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    model.load_state_dict(model_weights(ckpt))
     return model.to(device).eval(), tokenizer
 
 

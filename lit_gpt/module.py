@@ -13,7 +13,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
-from lit_gpt.files import read_checkpoint
+from lit_gpt.files import model_weights, read_checkpoint
 from lit_gpt.model import build_model
 from lit_gpt.optim import MuonAdamW
 
@@ -98,8 +98,7 @@ class LitGPT(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.init_from is not None and self.trainer.ckpt_path is None:
-            state = read_checkpoint(self.hparams.init_from)["state_dict"]
-            self.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+            self.model.load_state_dict(model_weights(read_checkpoint(self.hparams.init_from)))
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None:
             self.flops_per_batch = self.measure_flops_per_batch(datamodule.batch_size, datamodule.block_size)
