@@ -2,7 +2,7 @@
 
     python bench/data_speed.py [--sizes 10 100 1000] [--nanogpt_max_mb 100] [--workdir DIR]
 
-For each size (MB) a text is made by repeating tiny Shakespeare (../shared/data, or synthetic text without it) and
+For each size (MB) a text is made by repeating tiny Shakespeare (shipped with the package) and
 each measurement runs in a fresh process:
   - ours, first run: ``CharDataModule(path)`` with an empty token cache (read, tokenize, write the cache, map it);
   - ours, later run: the same with the cache in place (hash the text, map the cache);
@@ -23,9 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import common
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-CORPUS = SHARED / "data" / "tinyshakespeare" / "input.txt"
 NANOGPT_PREPARE = SHARED / "anchors" / "nanoGPT" / "data" / "shakespeare_char" / "prepare.py"
 
 # Run in a child process: prints one JSON line with seconds, peak MB above baseline, private MB.
@@ -63,12 +64,7 @@ print(json.dumps({"seconds": seconds, "peak_mb": (peak - base) / 1024, "private_
 
 
 def make_text(path: Path, size: int) -> None:
-    if CORPUS.is_file():
-        base = CORPUS.read_bytes()
-    else:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import synthetic_text
-        base = synthetic_text(1_000_000).encode()
+    base = common.corpus().read_bytes()  # tiny Shakespeare, shipped with the package
     with open(path, "wb") as f:
         written = 0
         while written < size:
@@ -105,7 +101,8 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="data_speed_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"texts: tiny Shakespeare repeated ({'../shared' if CORPUS.is_file() else 'synthetic'}); workdir {workdir}")
+    print(common.machine_line())
+    print(f"texts: tiny Shakespeare repeated; workdir {workdir}")
     print(f"{'size':>7s} {'side':8s} {'first run':>10s} {'peak above base':>16s} {'later run':>10s} "
           f"{'private':>9s}")
     for mb in args.sizes:

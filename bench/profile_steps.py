@@ -19,9 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.profiler import ProfilerActivity, profile
 
-from lit_gpt.cli import GPTLightningCLI
-from lit_gpt.data import CharDataModule
-from lit_gpt.module import LitGPT
+import common
 
 
 class StepProfiler(Callback):
@@ -53,13 +51,11 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print(common.machine_line())
     profiler = StepProfiler(args.skip, args.steps)
     with tempfile.TemporaryDirectory() as workdir:
-        cli = GPTLightningCLI(
-            LitGPT, CharDataModule, run=False, save_config_kwargs={"overwrite": True},
-            args=["--config", args.config, "--trainer.max_steps", str(args.skip + args.steps),
-                  "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
-                  "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", workdir, *overrides])
+        cli = common.build_cli(args.config, args.skip + args.steps, workdir,
+                               ["--trainer.enable_progress_bar", "false", *overrides])
         cli.trainer.callbacks.append(profiler)
         cli.trainer.fit(cli.model, cli.datamodule)
     trace = out / "trace.json"

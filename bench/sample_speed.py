@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+import common
 from lit_gpt.config import GPTConfig
 from lit_gpt.generate import TextGenerator
 from lit_gpt.model import GPT
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=1000, help="new characters in the long-text measurement")
     parser.add_argument("--checkpoint", default=None, help="also time the first character after loading this .ckpt")
     args = parser.parse_args()
+    print(common.machine_line())
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "shakespeare_char_random.ckpt"

@@ -1,14 +1,15 @@
-"""Time to quality on a CPU: our CPU recipe vs. nanoGPT's CPU recipe, side by side, interleaved, repeated.
+"""Time to quality: a recipe of ours against nanoGPT's, side by side, interleaved, repeated, from the process start.
 
-    python bench/time_to_quality.py [--repeats 2] [--target 1.90] [--data.path=FILE]
+    python bench/time_to_quality.py [--config configs/shakespeare_char_cpu.yaml] [--repeats 2] [--target 1.90]
 
-Ours: ``python train.py fit --config configs/shakespeare_char_cpu.yaml`` with ``bench/timeline.py``'s callback; its
-time is the wall time from the process start to the end of the first validation with ``val_loss`` <= target (whole
-validation split). nanoGPT: its unchanged ``train.py`` with the CPU command of ../shared/anchors/nanoGPT/ANCHOR.md
-(left out where that folder is missing), every output line time-stamped; it reaches the target only at its last
-iteration (2000: 1.898 on our whole-split metric; its own 20-batch estimate is noisier), so its time is the process
-start to its final evaluation. Also printed: nanoGPT's first evaluation whose own estimate is <= target.
-The two run one after the other in each repeat, in alternating order; the ratio is ours / nanoGPT per repeat.
+Ours: ``python train.py fit --config CONFIG`` with ``bench/timeline.py``'s callback; its time is the wall time from
+the process start to the end of the first validation with ``val_loss`` <= target (whole validation split); its
+start-up is the time from the process start to the first optimizer step. nanoGPT: its unchanged ``train.py`` (from
+../shared/anchors/nanoGPT; left out where that folder is missing), with ANCHOR.md's CPU command for our CPU recipe and
+its own GPU recipe otherwise, every output line time-stamped; it reaches 1.90 only at its last evaluation (2000: 1.898
+on our whole-split metric; its own 20-batch estimate is noisier), so its time is the process start to its final
+evaluation. Also printed: nanoGPT's first evaluation whose own estimate is <= target. The two run one after the other
+in each repeat, in alternating order; the ratio is ours / nanoGPT per repeat.
 """
 
 import argparse
@@ -21,32 +22,30 @@ import tempfile
 import time
 from pathlib import Path
 
-import nanogpt_anchor
-
-ROOT = Path(__file__).resolve().parents[1]
+import common
 
 
-def ours(workdir: Path, target: float, data_path: str, extra: list[str]) -> dict:
+def ours(workdir: Path, config: str, target: float, extra: list[str]) -> dict:
     timeline = workdir / "timeline.json"
     callback = {"class_path": "timeline.Timeline", "init_args": {"path": str(timeline), "target": target}}
-    cmd = [sys.executable, "train.py", "fit", "--config", "configs/shakespeare_char_cpu.yaml", "--data.path",
-           data_path, "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
-           str(workdir / "runs"), f"--trainer.callbacks+={json.dumps(callback)}", *extra]
+    cmd = [sys.executable, "train.py", "fit", "--config", config, "--trainer.enable_progress_bar", "false",
+           "--trainer.logger.init_args.save_dir", str(workdir / "runs"), f"--trainer.callbacks+={json.dumps(callback)}",
+           *extra]
     start = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"})
+    subprocess.run(cmd, cwd=common.ROOT, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": f"{common.ROOT}:{common.ROOT / 'bench'}"})
     record = json.loads(timeline.read_text())
     reached = next((v for v in record["validations"] if v["val_loss"] <= target), None)
     return {"seconds": reached["unix_time"] - start if reached else None, "step": reached and reached["step"],
-            "best": record["best_val_loss"], "wall": time.time() - start}
+            "startup": record["first_step_unix_time"] - start, "best": record["best_val_loss"],
+            "wall": time.time() - start}
 
 
-def nanogpt(workdir: Path, target: float, data_path: str) -> dict:
-    folder = nanogpt_anchor.prepared_copy(workdir, Path(data_path))
+def nanogpt(workdir: Path, cpu: bool, target: float) -> dict:
+    folder = common.nanogpt_copy(workdir)
+    cmd = common.nanogpt_command() if cpu else [sys.executable, "-u", "train.py", "config/train_shakespeare_char.py"]
     start = time.time()
-    proc = subprocess.Popen([sys.executable, "-u", "train.py", "config/train_shakespeare_char.py",
-                             *nanogpt_anchor.CPU_COMMAND],
-                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": ""})
     evals = []
     for line in proc.stdout:
@@ -55,38 +54,43 @@ def nanogpt(workdir: Path, target: float, data_path: str) -> dict:
     proc.wait()
     first = next((e for e in evals if e[1] <= target), None)
     return {"seconds": evals[-1][2], "step": evals[-1][0], "own_estimate": evals[-1][1],
-            "first_own_estimate_at_target": first and {"step": first[0], "seconds": first[2]}, "wall": time.time() - start}
+            "first_own_estimate_at_target": first and {"step": first[0], "seconds": first[2]},
+            "wall": time.time() - start}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/shakespeare_char_cpu.yaml", help="our recipe")
     parser.add_argument("--repeats", type=int, default=2, help="pairs of runs")
     parser.add_argument("--target", type=float, default=1.90, help="the val_loss to reach")
-    parser.add_argument("--data.path", dest="data_path", default=str(nanogpt_anchor.CORPUS), help="tiny Shakespeare")
     args, extra = parser.parse_known_args()  # anything else is an override of our recipe
+    print(common.machine_line(), flush=True)
+    cpu = "shakespeare_char_cpu" in args.config
     pairs = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            sides = ["ours", "nanogpt"] if repeat % 2 == 0 else ["nanogpt", "ours"]
             result = {}
-            for side in sides:
+            for side in (["ours", "nanogpt"] if repeat % 2 == 0 else ["nanogpt", "ours"]):
                 if side == "ours":
-                    workdir = Path(tmp) / f"ours{repeat}"
-                    result["ours"] = ours(workdir, args.target, args.data_path, extra)
-                elif nanogpt_anchor.NANOGPT.is_dir():
-                    result["nanogpt"] = nanogpt(Path(tmp), args.target, args.data_path)
+                    result["ours"] = ours(Path(tmp) / f"ours{repeat}", args.config, args.target, extra)
+                elif common.nanogpt_available():
+                    result["nanogpt"] = nanogpt(Path(tmp), cpu, args.target)
             print(json.dumps(result), flush=True)
             pairs.append(result)
     ours_s = [p["ours"]["seconds"] for p in pairs]
-    print(f"ours: {args.target} reached at steps {[p['ours']['step'] for p in pairs]}, after "
-          f"{', '.join(f'{s:.1f}' if s else 'never' for s in ours_s)} s")
+    reached = ", ".join(f"{s:.1f}" if s else "never" for s in ours_s)
+    startup = ", ".join(format(p["ours"]["startup"], ".1f") for p in pairs)
+    print(f"ours: {args.target} reached at steps {[p['ours']['step'] for p in pairs]}, after {reached} s from the "
+          f"process start (first step after {startup} s)")
     if all("nanogpt" in p for p in pairs):
         nano_s = [p["nanogpt"]["seconds"] for p in pairs]
         ratios = [o / n for o, n in zip(ours_s, nano_s) if o]
-        print(f"nanoGPT: final evaluation (step 2000) after {', '.join(f'{s:.1f}' for s in nano_s)} s")
-        print(f"ours / nanoGPT: median {statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})")
+        print(f"nanoGPT: final evaluation (step {pairs[0]['nanogpt']['step']}) after "
+              f"{', '.join(f'{s:.1f}' for s in nano_s)} s")
+        if ratios:
+            print(f"ours / nanoGPT: median {statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})")
     else:
-        print(f"nanoGPT left out: {nanogpt_anchor.NANOGPT} is missing")
+        print(f"nanoGPT left out: {common.NANOGPT} is missing")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
         '--trainer.callbacks+={"class_path": "timeline.Timeline", "init_args": {"path": "timeline.json", "target": 1.47}}'
 
 Writes a JSON file when training ends (and after every validation, so a run cut short keeps what it measured):
-  - ``first_step_start``: seconds from the Trainer's fit start to the start of the first optimizer step;
+  - ``first_step_start``: seconds from the Trainer's fit start to the start of the first optimizer step
+    (``first_step_unix_time``: its clock time, for start-up measured from the process start);
   - ``first_step_s``: how long the first step took (on a compiled model: mostly compilation);
   - ``validations``: a row per validation: step, val_loss, ``train_s`` (seconds since the start of the first step,
     validation time included) and ``seconds`` (that validation's own time, the monitor's samples included);
@@ -51,6 +52,7 @@ class Timeline(Callback):
         if self._first_step is None:
             self._first_step = self._step_start = self._now(trainer)
             self.record["first_step_start"] = self._first_step - self._fit_start
+            self.record["first_step_unix_time"] = time.time()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -19,7 +19,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lit_gpt.errors import LitGPTError, TrainingStopped, signal_name
+from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, signal_name
+from lit_gpt.files import on_windows
 from lit_gpt.module import is_log_step
 
 clock = time.monotonic  # the periodic checkpoint's clock (a test replaces it with a fake one)
@@ -36,21 +37,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # never matches last*.ckpt
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())  # the bytes are on disk before the name points at them
             os.replace(tmp, path)  # atomic on one filesystem
+        except OSError as err:  # disk full, quota, permissions: the earlier file at `path` is untouched
+            raise CheckpointWriteError(path, err) from None
         finally:
             tmp.unlink(missing_ok=True)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a power cut
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` survive a power cut. Windows cannot open a folder as a file (and its renames are
+    journalled by NTFS): nothing to do there."""
+    if on_windows():
+        return
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def checkpoint_step(path: Path) -> Optional[int]:
+    """The optimizer step a checkpoint file holds, or None if it cannot be read."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=not on_windows())["global_step"])
+    except Exception:
+        return None
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
@@ -92,11 +111,25 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def last_path(self) -> str:
         return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":  # until training starts, a signal stops at once: nothing is worth writing yet
+            self._install(self._on_startup_signal)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_write, self._signal = clock(), None
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        self._install(self._on_signal)
+
+    def _install(self, handler: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.signal(signum, handler)
+            self._previous_handlers.setdefault(signum, previous)
+
+    @staticmethod
+    def _on_startup_signal(signum: int, frame: Any) -> None:
+        raise StartupInterrupted(signum)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._signal is None:

@@ -1,28 +1,36 @@
-"""The command line: ``python train.py {fit,validate,test,predict} --config configs/<recipe>.yaml [--section.key value]``."""
+"""The command line: ``python train.py {fit,validate} --config configs/<recipe>.yaml [--section.key value]``."""
 
+import logging
 import os
 import shlex
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, ResumedLogStep
+from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, ResumedLogStep, checkpoint_step
 from lit_gpt.config import GPTConfig
 from lit_gpt.data import CharDataModule
-from lit_gpt.errors import LitGPTError, TrainingStopped
+from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped
 from lit_gpt.files import read_checkpoint
 from lit_gpt.module import LitGPT
 from lit_gpt.monitor import TokenThroughput, TrainingMonitor
+from lit_gpt.progress import DropLightningTips, RunSummary, StepProgressBar
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):  # Lightning's info
+    logging.getLogger(_name).addFilter(DropLightningTips())
+# Lightning 2.6 calls a torch API that torch 2.13 deprecates, on every fit and validate; not the user's to fix.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
 class EndSpawnedProcessGroup(Callback):
@@ -41,6 +49,12 @@ class EndSpawnedProcessGroup(Callback):
 
 class GPTLightningCLI(LightningCLI):
     """LightningCLI with the vocabulary and block size linked from the data into the model, and our callbacks."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """``fit`` and ``validate`` only: a character model has no separate test split or prediction step (score
+        another text with ``validate --data.path``; generate with sample.py)."""
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name in ("fit", "validate")}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data module reads the text in __init__, so these exist when the model is instantiated.
@@ -65,13 +79,15 @@ class GPTLightningCLI(LightningCLI):
         parser.add_lightning_class_args(TokenThroughput, "throughput")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        # RunSummary prints one line instead of Lightning's table (whose "Total Flops" is 0 for this module).
+        parser.set_defaults({"trainer.enable_model_summary": False})
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.config.subcommand] if "subcommand" in self.config else self.config
         # The data is tokenized with a checkpoint's vocabulary when a checkpoint is scored or fine-tuned.
         ckpt_path = config.get("ckpt_path")
         if config.data.vocab_from is None:
-            if self.config.get("subcommand") in ("validate", "test", "predict") and ckpt_path is not None \
+            if self.config.get("subcommand") == "validate" and ckpt_path is not None \
                     and Path(ckpt_path).is_file():
                 config.data.vocab_from = ckpt_path
             elif config.model.init_from is not None:
@@ -86,10 +102,12 @@ class GPTLightningCLI(LightningCLI):
         trainer.callbacks.append(EndSpawnedProcessGroup())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make its saves atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        trainer.callbacks.insert(1, RunSummary())  # before the progress bar draws its first line
         bar = trainer.progress_bar_callback
-        if type(bar) is TQDMProgressBar and bar.refresh_rate == 1:  # Lightning's default bar, redrawn every step
-            # Redraw when the logger writes: a redraw costs ~0.7 ms of Python and reads train_loss off the device.
-            trainer.callbacks[trainer.callbacks.index(bar)] = TQDMProgressBar(refresh_rate=trainer.log_every_n_steps)
+        if (type(bar), getattr(bar, "refresh_rate", None)) in ((TQDMProgressBar, 1), (RichProgressBar, 100)):
+            # Lightning's default bar (tqdm, or rich where installed), as it makes it.
+            # Steps of max_steps, redrawn when the logger writes (Lightning's redraws every step).
+            trainer.callbacks[trainer.callbacks.index(bar)] = StepProgressBar(refresh_rate=trainer.log_every_n_steps)
         return trainer
 
     def _parse_ckpt_path(self) -> None:
@@ -128,12 +146,6 @@ class GPTLightningCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._check_checkpoint("validate")
-
-    def before_test(self) -> None:
-        self._check_checkpoint("test")
-
-    def before_predict(self) -> None:
-        self._check_checkpoint("predict")
 
     def before_fit(self) -> None:
         """Check --ckpt_path; refuse to start a new run over an earlier run's checkpoints (resume it, or pick another
@@ -210,9 +222,21 @@ def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
             parser_kwargs={"description": __doc__},
             args=args,
         )
+    except CheckpointWriteError as err:
+        last = Path(err.path).with_name("last.ckpt")
+        step = checkpoint_step(last) if last.is_file() else None
+        kept = f"{last} holds step {step}" if step is not None else "no earlier checkpoint of this run was kept"
+        print(f"error: {err}; {kept}. Free some space, then resume with: {resume_command(args)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except LitGPTError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C while reading or tokenizing the text, before the Trainer runs
+        print("error: SIGINT before training started; nothing was written", file=sys.stderr)
+        raise SystemExit(130) from None
+    except StartupInterrupted as stop:  # from the Trainer's start until the first step
+        print(f"error: {stop}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
     except TrainingStopped as stop:
         if rank_zero_only.rank == 0:
             print(f"{stop}. Resume with: {resume_command(args)}", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ its own windows. Validation reads every target of the val split exactly once, so
 """
 
 import hashlib
-import os
+from importlib import resources
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
@@ -22,32 +22,23 @@ from lit_gpt.files import read_checkpoint
 from lit_gpt.token_cache import load_tokens
 from lit_gpt.tokenizer import CharTokenizer
 
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-DEFAULT_PATH = "data/tinyshakespeare/input.txt"
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def download_corpus(path: Path, url: str = SHAKESPEARE_URL, sha256: str = SHAKESPEARE_SHA256) -> None:
-    """Download ``url`` to ``path`` and check its sha256.
-
-    ``torch.hub.download_url_to_file`` writes to a temporary file beside ``path`` and renames it only once the hash
-    matches, so processes that download at the same time (one per DDP device) never see a half-written file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
+def tiny_shakespeare() -> Path:
+    """The path of tiny Shakespeare (1,115,394 characters of public-domain text), shipped inside the package, after
+    checking its sha256 (a few milliseconds): every default run trains on the same bytes, with no network."""
+    path = Path(str(resources.files("lit_gpt") / "corpus" / "tinyshakespeare.txt"))
     try:
-        torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256, progress=False)
-    except Exception as err:  # URLError, a hash mismatch (RuntimeError), OSError: all mean "no usable file"
-        raise LitGPTError(
-            f"could not download the corpus from {url} to {path} ({type(err).__name__}: {err}); "
-            f"if you are offline, pass --data.path to a local UTF-8 text file"
-        ) from None
-
-
-def ensure_corpus(path: str | os.PathLike) -> None:
-    """The default tiny Shakespeare path is downloaded on first use; any other path is the user's."""
-    if not Path(path).exists() and str(path) == DEFAULT_PATH:
-        download_corpus(Path(path))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise LitGPTError(f"the packaged corpus {path} cannot be read ({err.strerror}); reinstall lit_gpt, or pass "
+                          f"--data.path to a text file") from None
+    if digest != SHAKESPEARE_SHA256:
+        raise LitGPTError(f"the packaged corpus {path} is damaged (sha256 {digest[:12]}..., expected "
+                          f"{SHAKESPEARE_SHA256[:12]}...); reinstall lit_gpt, or pass --data.path to a text file")
+    return path
 
 
 def window_seed(seed: int, rank: int, step: int) -> int:
@@ -128,7 +119,8 @@ class CharDataModule(L.LightningDataModule):
 
     Args:
         path: UTF-8 text to train on: a file, a folder (every ``.txt`` file below it, in sorted path order) or a glob
-            pattern (``'books/*.txt'``; sorted). The default, data/tinyshakespeare/input.txt, is downloaded on first use.
+            pattern (``'books/*.txt'``; sorted); an existing file is always that file, whatever its name. null: tiny
+            Shakespeare, shipped with the package (checksum-checked).
         block_size: Length of a training window in characters (the model's context length).
         batch_size: Windows per training step (per device).
         val_batch_size: Windows per validation step; defaults to ``batch_size``.
@@ -142,25 +134,25 @@ class CharDataModule(L.LightningDataModule):
             ``~/.cache/lit_gpt/tokens`` (or ``$XDG_CACHE_HOME/lit_gpt/tokens``).
         separator: Text put between two files of a folder or glob.
         vocab_from: Tokenize with the vocabulary of this lit_gpt checkpoint instead of the text's own (set by the
-            command line for ``validate``/``test`` with ``--ckpt_path`` and for ``--model.init_from``); a character
+            command line for ``validate`` with ``--ckpt_path`` and for ``--model.init_from``); a character
             outside it is an error that names it.
     """
 
-    def __init__(self, path: str = DEFAULT_PATH, block_size: int = 256, batch_size: int = 64,
+    def __init__(self, path: Optional[str] = None, block_size: int = 256, batch_size: int = 64,
                  val_batch_size: Optional[int] = None, train_fraction: float = 0.9, seed: int = 1337,
                  pin_memory: bool = True, val_max_chars: Optional[int] = 1_000_000, cache_dir: Optional[str] = None,
                  separator: str = "\n\n", vocab_from: Optional[str] = None) -> None:
         super().__init__()
         for name, value in (("block_size", block_size), ("batch_size", batch_size),
-                            ("val_batch_size", val_batch_size or 1), ("val_max_chars", val_max_chars or 1)):
-            if value < 1:
+                            ("val_batch_size", val_batch_size), ("val_max_chars", val_max_chars)):
+            if value is not None and value < 1:
                 raise LitGPTError(f"data.{name} must be a positive integer, got {value}")
         if not 0.0 < train_fraction < 1.0:
             raise LitGPTError(f"data.train_fraction must be between 0 and 1, got {train_fraction}")
+        path = tiny_shakespeare() if path is None else path
         self.path, self.block_size, self.batch_size = str(path), block_size, batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.seed, self.pin_memory, self.val_max_chars = seed, pin_memory, val_max_chars
-        ensure_corpus(path)
         vocab = None if vocab_from is None else read_checkpoint(vocab_from)["hyper_parameters"]["vocab"]
         ids, chars = load_tokens(path, cache_dir, separator, vocab)  # (N,) memory-mapped ids, the vocabulary
         self.tokenizer = CharTokenizer(chars)

@@ -5,6 +5,14 @@ class LitGPTError(ValueError):
     """A user error: the entry points print its message as one line and exit with status 2, without a traceback."""
 
 
+class CheckpointWriteError(LitGPTError):
+    """A checkpoint could not be written (disk full, no permission); the file it would have replaced is intact."""
+
+    def __init__(self, path: object, err: OSError) -> None:
+        super().__init__(f"could not write the checkpoint {path}: {err.strerror or err}")
+        self.path = path
+
+
 class TrainingStopped(Exception):
     """Training stopped on a signal (SIGINT, SIGTERM) after writing ``last.ckpt``: the CLI prints how to resume and
     exits with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), so a scheduler sees an interrupted job."""
@@ -18,3 +26,11 @@ def signal_name(signum: int) -> str:
     import signal
 
     return signal.Signals(signum).name
+
+
+class StartupInterrupted(Exception):
+    """SIGINT or SIGTERM before the first training step: the CLI says nothing was written and exits 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"{signal_name(signum)} before training started; nothing was written")
+        self.signum = signum

@@ -9,6 +9,11 @@ import torch
 from lit_gpt.errors import LitGPTError
 
 
+def on_windows() -> bool:
+    """Whether this is Windows, which cannot replace a memory-mapped file or open a folder to fsync it."""
+    return os.name == "nt"
+
+
 def read_utf8(path: Path, what: str, option: str) -> str:
     """The text of ``path``; ``what`` names the file and ``option`` the flag that sets it, for the error messages."""
     if path.is_dir():
@@ -37,8 +42,9 @@ def read_checkpoint(path: str | os.PathLike, for_resume: bool = False) -> dict[s
     if path.stat().st_size == 0:
         raise LitGPTError(f"checkpoint {path} is empty (0 bytes)")
     try:
-        # Memory-mapped: checking a 129 MB checkpoint's hyper-parameters reads only what is looked at.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # Memory-mapped: checking a 129 MB checkpoint's hyper-parameters reads only what is looked at. Not on
+        # Windows, where a mapped file cannot be replaced (a resumed run rewrites the last.ckpt it started from).
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=not on_windows())
     except Exception as err:  # torch.load raises many kinds of errors on a file that is not a checkpoint
         raise LitGPTError(f"{path} is not a readable PyTorch checkpoint: truncated, or not written by torch.save "
                           f"(torch.load: {type(err).__name__})") from None

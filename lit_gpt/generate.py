@@ -46,9 +46,11 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else as given, if this machine has it."""
+    """``auto``: CUDA, else Apple's MPS, else the CPU; any other name is checked to exist on this machine."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     try:
         device = torch.device(device)
     except RuntimeError as err:
@@ -60,6 +62,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         if device.index is not None and device.index >= count:
             raise LitGPTError(f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s), "
                               f"cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LitGPTError(f"device {str(device)!r}: this machine has no usable MPS device; use --device cpu (or auto)")
     return device
 
 

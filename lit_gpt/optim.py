@@ -6,23 +6,98 @@ objects), so the schedule sets the rate of both, gradient clipping and ``zero_gr
 checkpoint holds both states.
 """
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
 import torch
 
 
+def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Newton-Schulz iterations towards the nearest semi-orthogonal matrix, in ``dtype``: the same arithmetic as
+    ``torch.optim.Muon`` (which always uses bfloat16). update (A, B) -> (A, B), in ``dtype``."""
+    a, b, c = coefficients
+    X = update.to(dtype)
+    tall = update.size(0) > update.size(1)
+    if tall:
+        X = X.T  # (B, A): the Gram matrix below is the smaller of the two
+    X.div_(X.norm().clamp(min=eps))  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        gram = X @ X.T  # (m, n) @ (n, m) -> (m, m)
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b G + c G^2
+        X = torch.addmm(X, poly, X, beta=a)  # a X + (b G + c G^2) X
+    return X.T if tall else X
+
+
+def fast_ortho_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA (tensor cores); float32 elsewhere: a CPU without bf16 instructions emulates bfloat16
+    matmuls, ~30x slower for the CPU recipe's matrices on an AVX2 CPU (bench/optimizer_speed.py)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+class Muon(torch.optim.Muon):
+    """``torch.optim.Muon`` whose orthogonalization runs in ``ortho_dtype`` (``None``: bfloat16 on CUDA, float32
+    elsewhere), the one option torch's lacks. Same algorithm, coefficients, learning-rate adjustment, defaults and
+    state (``momentum_buffer``), so checkpoints of either load into the other.
+
+    Args:
+        params: The 2-D parameters (or parameter groups) to optimize.
+        ortho_dtype: The dtype of the Newton-Schulz iterations; ``torch.bfloat16`` gives torch's Muon step exactly.
+        **kwargs: ``torch.optim.Muon``'s settings (lr, weight_decay, momentum, nesterov, ns_coefficients, eps,
+            ns_steps, adjust_lr_fn).
+    """
+
+    def __init__(self, params: Any, ortho_dtype: Optional[torch.dtype] = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.ortho_dtype = ortho_dtype
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum = float(group["lr"]), group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                dtype = self.ortho_dtype or fast_ortho_dtype(p.device)
+                update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
+                p.mul_(1 - lr * group["weight_decay"])  # decoupled weight decay
+                p.add_(update, alpha=-lr * lr_ratio(group["adjust_lr_fn"], p.shape))
+        return loss
+
+
+def lr_ratio(adjust_lr_fn: Optional[str], shape: torch.Size) -> float:
+    """Muon's learning-rate adjustment for an (A, B) matrix, as in ``torch.optim.Muon``: "original" (Keller
+    Jordan's) sqrt(max(1, A/B)); "match_rms_adamw" (Moonshot's) 0.2 sqrt(max(A, B)), the RMS of an AdamW step."""
+    A, B = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return math.sqrt(max(1, A / B))
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(A, B))
+    return 1.0
+
+
 class MuonAdamW(torch.optim.Optimizer):
-    """``torch.optim.Muon`` on ``muon_groups`` (2-D hidden weight matrices) and ``torch.optim.AdamW`` on
-    ``adamw_groups`` (embeddings, the head, LayerNorm weights, biases), with one learning rate.
+    """``Muon`` on ``muon_groups`` (2-D hidden weight matrices) and ``torch.optim.AdamW`` on ``adamw_groups``
+    (embeddings, the head, LayerNorm weights, biases), with one learning rate.
 
     Muon's step is scaled to the RMS of an AdamW step (``adjust_lr_fn="match_rms_adamw"``), so the learning rate and
-    weight decay tuned for AdamW apply to both.
+    weight decay tuned for AdamW apply to both. Its orthogonalization runs in ``ortho_dtype`` (``None``: the fast
+    one for the parameters' device, see ``fast_ortho_dtype``).
     """
 
     def __init__(self, muon_groups: Iterable[dict[str, Any]], adamw_groups: Iterable[dict[str, Any]], lr: float,
-                 betas: tuple[float, float] = (0.9, 0.99), momentum: float = 0.95, fused: Optional[bool] = None) -> None:
-        self.muon = torch.optim.Muon(list(muon_groups), lr=lr, momentum=momentum, adjust_lr_fn="match_rms_adamw")
+                 betas: tuple[float, float] = (0.9, 0.99), momentum: float = 0.95, fused: Optional[bool] = None,
+                 ortho_dtype: Optional[torch.dtype] = None) -> None:
+        self.muon = Muon(list(muon_groups), lr=lr, momentum=momentum, adjust_lr_fn="match_rms_adamw",
+                         ortho_dtype=ortho_dtype)
         self.adamw = torch.optim.AdamW(list(adamw_groups), lr=lr, betas=betas, fused=fused)
         params = [p for opt in (self.muon, self.adamw) for group in opt.param_groups for p in group["params"]]
         super().__init__(params, {"lr": lr})

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "block_size - K characters; by default every character sees the last block_size")
     parser.add_argument("--no_cache", action="store_true",
                         help="run the whole context for every character, without the KV cache (slow; for checks)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1'")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA if available, else Apple's MPS, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model first (slow to start; can pay off for long generations on GPU)")
     return parser

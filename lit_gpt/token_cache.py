@@ -11,7 +11,6 @@ cache whose files disagree with each other (damaged, truncated) is rebuilt.
 """
 
 import codecs
-import fcntl
 import glob
 import hashlib
 import json
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from filelock import FileLock
 
 from lit_gpt.errors import LitGPTError
 
@@ -32,9 +32,10 @@ MAX_CODE_POINT = 0x110000
 
 def text_files(path: str | os.PathLike) -> list[Path]:
     """The files a ``--data.path`` names: a file; a folder (every file below it whose name ends in ``.txt``, in sorted
-    path order); or a glob pattern (``books/*.txt``, ``corpus/**/*.md``; sorted)."""
+    path order); or a glob pattern (``books/*.txt``, ``corpus/**/*.md``; sorted). A path that exists is never read as
+    a pattern: ``book[1].txt`` is that file."""
     text = str(path)
-    if any(c in text for c in "*?["):
+    if not Path(path).exists() and any(c in text for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
         if not files:
             raise LitGPTError(f"data path {text!r} matches no file")
@@ -136,13 +137,10 @@ def default_cache_dir() -> Path:
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if needed): one process at a time builds a cache; the others wait."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """An exclusive lock on ``path`` (created if needed): one process at a time builds a cache; the others wait.
+    ``filelock`` (a torch dependency) locks on Linux, macOS and Windows alike."""
+    with FileLock(path):
+        yield
 
 
 def read_cache(ids_path: Path, meta_path: Path) -> Optional[tuple[np.ndarray, list[str]]]:

@@ -180,3 +180,15 @@ class SlowSteps(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
         if trainer.global_step >= self.from_step:
             time.sleep(self.seconds)
+
+
+class SignalAtFitStart(Callback):
+    """Send this process a signal as fit starts, before the first step (a Ctrl-C during start-up)."""
+
+    def __init__(self, signum: int = 2) -> None:
+        self.signum = signum
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import signal
+
+        signal.raise_signal(self.signum)

@@ -1,6 +1,7 @@
 """End to end through the real entry points: train.py's cli_main and sample.py's main."""
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -221,18 +222,6 @@ def test_compiled_training_keeps_clean_checkpoint_keys(corpus_path: Path, tmp_pa
                   "--max_new_tokens", "5").startswith("KING")
 
 
-@pytest.mark.parametrize("extra, refresh_rate", [([], 7), (["--trainer.enable_progress_bar", "false"], None)],
-                         ids=["default", "off"])
-def test_progress_bar_redraws_when_the_logger_writes(extra: list[str], refresh_rate, corpus_path: Path,
-                                                      tmp_path: Path) -> None:
-    """Lightning's bar redraws (and reads train_loss off the device) every step; ours every log_every_n_steps."""
-    args = ["--config", DEBUG, "--data.path", str(corpus_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
-            "--trainer.log_every_n_steps", "7", *extra]
-    cli = GPTLightningCLI(LitGPT, CharDataModule, run=False, args=args)
-    bar = cli.trainer.progress_bar_callback
-    assert (bar.refresh_rate if bar is not None else None) == refresh_rate
-
-
 def bad_checkpoint(kind: str, trained: dict, tmp_path: Path) -> Path:
     """A checkpoint file that cannot be used: missing, empty, truncated, not PyTorch, not lit_gpt, weights only."""
     path = tmp_path / f"{kind}.ckpt"
@@ -322,13 +311,20 @@ def test_resuming_on_another_text_is_refused(trained: dict, tmp_path: Path, caps
     assert not runs.exists()
 
 
-@pytest.mark.parametrize("subcommand", ["validate", "test"])
-def test_scoring_another_text_names_the_characters_the_checkpoint_lacks(subcommand: str, trained: dict,
-                                                                       tmp_path: Path,
+def test_the_cli_lists_only_subcommands_that_work(capsys: pytest.CaptureFixture) -> None:
+    """LitGPT has no test_step or predict_step: `test` and `predict` are not offered (they would end in Lightning's
+    MisconfigurationException)."""
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    listed = re.findall(r"^    (\w+) ", capsys.readouterr().out.split("Available subcommands:")[1], re.M)
+    assert listed == ["fit", "validate"]
+
+
+def test_scoring_another_text_names_the_characters_the_checkpoint_lacks(trained: dict, tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
     other = other_text(trained, tmp_path, {"a": "\u00e9", "b": "\U0001F600"})
     args = fit_args(other, tmp_path / "runs", "--ckpt_path", str(trained["last"]))
-    args[0] = subcommand
+    args[0] = "validate"
     with pytest.raises(SystemExit) as exit_info:
         cli_main(args)
     assert_one_line_error(capsys, exit_info, r"2 character\(s\) of the text are not in the checkpoint's vocabulary "

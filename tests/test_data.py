@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from lit_gpt import data as data_mod
-from lit_gpt.data import CharDataModule, TrainWindows, ValWindows, download_corpus
+from lit_gpt.data import SHAKESPEARE_SHA256, CharDataModule, TrainWindows, ValWindows, tiny_shakespeare
 from lit_gpt.token_cache import id_dtype
 from lit_gpt.errors import LitGPTError
 
@@ -122,26 +122,28 @@ def test_bad_sizes(corpus_path: Path, kwargs: dict) -> None:
         CharDataModule(path=str(corpus_path), **kwargs)
 
 
-def test_download_checks_the_hash_and_is_atomic(tmp_path: Path) -> None:
-    source = tmp_path / "source.txt"
-    source.write_text("To be, or not to be\n" * 50)
-    good = hashlib.sha256(source.read_bytes()).hexdigest()
-    target = tmp_path / "data" / "input.txt"
-    download_corpus(target, url=source.as_uri(), sha256=good)
-    assert target.read_bytes() == source.read_bytes()
-
-    other = tmp_path / "other" / "input.txt"
-    with pytest.raises(LitGPTError, match="could not download"):
-        download_corpus(other, url=source.as_uri(), sha256="0" * 64)
-    assert list(other.parent.iterdir()) == []  # no half-written or unchecked file left behind
-
-
-def test_offline_default_path_says_to_pass_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_corpus_is_tiny_shakespeare_shipped_in_the_package(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No path, no network, any working directory: the packaged copy, its bytes checked."""
     monkeypatch.chdir(tmp_path)
-    with mock.patch.object(data_mod.torch.hub, "download_url_to_file", side_effect=OSError("Name or service not known")):
-        with pytest.raises(LitGPTError, match="if you are offline, pass --data.path"):
-            CharDataModule()
-    assert not (tmp_path / data_mod.DEFAULT_PATH).exists()
+    with mock.patch("urllib.request.urlopen", side_effect=AssertionError("no download")):
+        dm = CharDataModule(block_size=64)
+    assert Path(dm.path) == tiny_shakespeare() and Path(dm.path).is_relative_to(Path(data_mod.__file__).parent)
+    assert hashlib.sha256(Path(dm.path).read_bytes()).hexdigest() == SHAKESPEARE_SHA256
+    assert len(dm.train_data) + len(dm.val_data) == 1_115_394 and dm.vocab_size == 65
+    assert list(tmp_path.iterdir()) == []  # nothing written to the working directory
+
+
+def test_a_damaged_packaged_corpus_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_mod, "SHAKESPEARE_SHA256", "0" * 64)
+    with pytest.raises(LitGPTError, match=r"packaged corpus .*tinyshakespeare.txt is damaged .*reinstall lit_gpt"):
+        CharDataModule()
+
+
+@pytest.mark.parametrize("name, value", [("val_max_chars", 0), ("val_batch_size", 0), ("val_max_chars", -5)])
+def test_non_positive_sizes_are_refused(corpus_path: Path, name: str, value: int) -> None:
+    with pytest.raises(LitGPTError, match=f"data.{name} must be a positive integer, got {value}"):
+        CharDataModule(path=str(corpus_path), **{name: value})
 
 
 @pytest.mark.parametrize("max_windows", [1, 4, 7])

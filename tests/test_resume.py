@@ -16,6 +16,7 @@ import torch
 
 from helpers import assert_one_line_error, read_losses
 from lit_gpt.checkpointing import AtomicCheckpointIO
+from lit_gpt.errors import CheckpointWriteError
 from lit_gpt.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path: Path, monkeypatch: py
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dies_half_way)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointWriteError, match="could not write the checkpoint .*last.ckpt: disk full"):
         io.save_checkpoint({"step": 3}, target)
     assert torch.load(target, weights_only=True) == {"step": 2}  # the previous file is intact
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temporary file left

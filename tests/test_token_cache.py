@@ -144,3 +144,35 @@ def test_unknown_characters_with_a_given_vocabulary(tmp_path: Path) -> None:
     known.write_text("dcba", encoding="utf-8")
     ids, vocab = load_tokens(known, tmp_path / "cache", vocab=list("abcde"))
     assert ids.tolist() == [3, 2, 1, 0] and vocab == list("abcde")  # the given ids, not the text's own
+
+
+def test_an_existing_path_is_never_read_as_a_glob(tmp_path: Path) -> None:
+    """'book[1].txt' exists: it is that file, not the pattern that would match book1.txt beside it."""
+    (tmp_path / "book[1].txt").write_text("bracketed", encoding="utf-8")
+    (tmp_path / "book1.txt").write_text("the other", encoding="utf-8")
+    ids, vocab = load_tokens(tmp_path / "book[1].txt", tmp_path / "cache")
+    assert CharTokenizer(vocab).decode(ids.tolist()) == "bracketed"
+    ids, vocab = load_tokens(str(tmp_path / "book[0-9].txt"), tmp_path / "cache")  # no such file: a pattern
+    assert CharTokenizer(vocab).decode(ids.tolist()) == "the other"
+
+
+def test_the_cache_is_built_without_fcntl(tmp_path: Path) -> None:
+    """As on Windows, where there is no fcntl: the module imports, and two processes still build a cache once."""
+    path, cache = tmp_path / "t.txt", tmp_path / "cache"
+    path.write_text(text_of(list("abcdefgh \n"), 20_000), encoding="utf-8")
+    script = f"""
+import sys
+sys.modules["fcntl"] = None  # import fcntl now raises ImportError, as on Windows
+import lit_gpt.token_cache as tc
+built = []
+real = tc.build_cache
+tc.build_cache = lambda *args: (built.append(1), real(*args))
+ids, _ = tc.load_tokens({str(path)!r}, {str(cache)!r})
+print(len(built), len(ids), "fcntl" in sys.modules and sys.modules["fcntl"] is not None)
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(int(o[0]) for o in outputs) == [0, 1] and outputs[0][1:] == outputs[1][1:]
+    assert outputs[0][1:] == [str(len(path.read_text(encoding="utf-8"))), "False"]

@@ -1,0 +1,81 @@
+"""What a run prints in the terminal: one summary line, a warning when a recipe is too big for the machine, and a
+progress bar that counts optimizer steps of ``max_steps`` with a time estimate."""
+
+import copy
+import logging
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_info
+
+SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to take longer than this is pointed to the CPU recipe
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, counting optimizer steps up to ``trainer.max_steps`` ("train 120/500 [00:31<01:43]")
+    instead of the batches of an endless epoch ("Epoch 0: 120it"). It is redrawn every ``refresh_rate`` steps: a redraw
+    costs ~0.7 ms of Python and reads the loss off the device."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        bar = self.train_progress_bar  # not TQDMProgressBar's: it would first draw "Epoch 0" of an endless epoch
+        bar.set_description("train", refresh=False)
+        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+        bar.initial = bar.n = trainer.global_step  # a resumed run starts where it stopped; its rate counts from here
+        bar.refresh()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.train_progress_bar is not None and self._should_update(step, self.train_progress_bar.total):
+            self.train_progress_bar.n = step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # also redraws
+
+
+class RunSummary(Callback):
+    """One line before training: the model, the data and the run's length. On a CPU it also times the model on a few
+    windows and, when the whole run would take longer than an hour, says how long and which recipe suits a CPU."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        data, config = trainer.datamodule, pl_module.config
+        params = sum(p.numel() for p in pl_module.parameters())
+        steps = trainer.max_steps - trainer.global_step
+        rank_zero_info(
+            f"lit_gpt: {pl_module.hparams.arch} {config.n_layer} layers x {config.n_head} heads x {config.n_embd} wide,"
+            f" {params / 1e6:.2f} M parameters; {len(data.train_data):,} training characters, vocabulary "
+            f"{data.vocab_size}; {steps} steps of {data.batch_size} x {data.block_size} characters on "
+            f"{trainer.num_devices} {trainer.strategy.root_device.type} device(s)"
+        )
+        if trainer.strategy.root_device.type == "cpu" and steps > 0:
+            per_step = cpu_step_seconds(pl_module.model, data.batch_size, data.block_size, config.vocab_size)
+            if per_step * steps > SLOW_RUN_SECONDS:
+                rank_zero_info(
+                    f"warning: this recipe is sized for a GPU: on this CPU a step takes about {per_step:.1f} s, so "
+                    f"{steps} steps take about {per_step * steps / 3600:.0f} h. For a CPU use "
+                    f"configs/shakespeare_char_cpu.yaml (minutes), or a GPU"
+                )
+
+
+def cpu_step_seconds(model: torch.nn.Module, batch_size: int, block_size: int, vocab_size: int) -> float:
+    """About how long one training step of (batch_size, block_size) takes here: a copy of the model (so that no
+    gradient or RNG draw touches the run) is timed forward and backward on 4 random windows, scaled to the batch."""
+    probe = copy.deepcopy(model).train()
+    windows = min(4, batch_size)
+    with torch.random.fork_rng():
+        idx = torch.randint(vocab_size, (windows, block_size))  # (4, T)
+        probe(idx, idx)[1].backward()  # warm-up
+        start = time.perf_counter()
+        probe(idx, idx)[1].backward()
+        seconds = time.perf_counter() - start
+    return seconds * batch_size / windows
+
+
+class DropLightningTips(logging.Filter):
+    """Leaves out Lightning's advertisement for its cloud logger (a "💡 Tip" on every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)

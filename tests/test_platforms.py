@@ -1,0 +1,163 @@
+"""Where users run it: the macOS (MPS) and Windows branches, checked on Linux with those platforms' conditions forced
+(``on_windows()`` patched: patching ``os.name`` itself breaks pathlib on Linux);
+faults of the machine (a full disk, Ctrl-C during start-up) that end in one line."""
+
+import errno
+import os
+import signal
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from torchmetrics.aggregation import MeanMetric
+
+from helpers import assert_one_line_error
+from lit_gpt import checkpointing, files
+from lit_gpt.checkpointing import AtomicCheckpointIO
+from lit_gpt.cli import bf16_supported, cli_main
+from lit_gpt.errors import LitGPTError
+from lit_gpt.generate import resolve_device
+from lit_gpt.module import compiles_by_default, metric_dtype
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+MPS = torch.device("mps")
+
+
+def fit_args(corpus: Path, runs: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", str(runs), *extra]
+
+
+# macOS on Apple silicon ------------------------------------------------------------------------------------------
+
+def test_on_mps_the_validation_sums_are_float32_and_compile_and_bf16_are_off() -> None:
+    assert metric_dtype(MPS) == torch.float32  # MPS has no float64
+    assert metric_dtype(torch.device("cpu")) == metric_dtype(torch.device("cuda")) == torch.float64
+    assert not compiles_by_default(MPS) and not compiles_by_default(torch.device("cpu"))
+    assert compiles_by_default(torch.device("cuda"))
+    with mock.patch("torch.cuda.is_available", return_value=False), \
+            mock.patch("torch.backends.mps.is_available", return_value=True):
+        assert not bf16_supported("auto") and not bf16_supported("mps")  # bf16-mixed falls back to 32-true
+
+
+def test_float32_validation_sums_stay_exact_enough() -> None:
+    """The val split of tiny Shakespeare in batches of 64 windows of 64 (111,540 losses): the float32 mean MPS gets
+    equals the float64 one to 1e-6 relative (the val_loss printed has 4 decimals)."""
+    g = torch.Generator().manual_seed(0)
+    losses = torch.rand(111_540, generator=g, dtype=torch.float64) * 4  # (N,) per-character losses in [0, 4)
+    means = {}
+    for dtype in (torch.float32, torch.float64):
+        metric = MeanMetric(nan_strategy="disable")
+        metric.set_dtype(dtype)
+        for batch in losses.split(64 * 64):
+            metric.update(batch.to(dtype))
+        means[dtype] = metric.compute().item()
+    assert means[torch.float32] == pytest.approx(means[torch.float64], rel=1e-6)
+    assert means[torch.float64] == pytest.approx(losses.mean().item(), rel=1e-12)
+
+
+def test_sampling_device_auto_picks_mps_after_cuda() -> None:
+    with mock.patch("torch.cuda.is_available", return_value=False), \
+            mock.patch("torch.backends.mps.is_available", return_value=True):
+        assert resolve_device("auto") == MPS and resolve_device("mps") == MPS
+    with mock.patch("torch.cuda.is_available", return_value=False), \
+            mock.patch("torch.backends.mps.is_available", return_value=False):
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(LitGPTError, match="no usable MPS device"):
+            resolve_device("mps")
+
+
+# Windows ---------------------------------------------------------------------------------------------------------
+
+def test_on_windows_a_checkpoint_is_saved_without_opening_its_folder(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows refuses os.open on a folder: the folder fsync is skipped there, and the save still replaces the file."""
+    real_open = os.open
+
+    def windows_open(path, flags, *args):
+        if Path(path).is_dir():
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", windows_open)
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(PermissionError):  # the Linux branch opens the folder
+        AtomicCheckpointIO().save_checkpoint({"step": 1}, target)
+    monkeypatch.setattr(files, "on_windows", lambda: True)
+    monkeypatch.setattr(checkpointing, "on_windows", lambda: True)
+    AtomicCheckpointIO().save_checkpoint({"step": 2}, target)
+    assert torch.load(target, weights_only=True) == {"step": 2}
+
+
+def test_on_windows_checkpoints_are_read_without_a_memory_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              corpus_path: Path) -> None:
+    """A mapped file cannot be replaced on Windows, and a resumed run rewrites the last.ckpt it read."""
+    runs = tmp_path / "runs"
+    cli_main(fit_args(corpus_path, runs, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2"))
+    last = runs / "debug" / "checkpoints" / "last.ckpt"
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (seen.append(k.get("mmap")), real_load(*a, **k))[1])
+    files.read_checkpoint(last)
+    checkpointing.checkpoint_step(last)
+    monkeypatch.setattr(files, "on_windows", lambda: True)
+    monkeypatch.setattr(checkpointing, "on_windows", lambda: True)
+    files.read_checkpoint(last)
+    checkpointing.checkpoint_step(last)
+    assert seen == [True, True, False, False]
+
+
+# Faults ----------------------------------------------------------------------------------------------------------
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_that_says_how_to_resume(
+        corpus_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """last.ckpt at steps 4 and 8 (every_n_train_steps 4); the disk is full at the third write: one line that names
+    the error, the step last.ckpt holds and the resume command; last.ckpt intact; no temporary file left."""
+    real_save, writes = torch.save, []
+
+    def fills_up(obj, f, *args, **kwargs):
+        writes.append(1)
+        if len(writes) == 3:
+            f.write(b"PK\x03\x04 part of a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing.torch, "save", fills_up)
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(fit_args(corpus_path, runs, "--trainer.max_steps", "20", "--trainer.val_check_interval", "100",
+                          "--periodic_checkpoint.every_n_train_steps", "4"))
+    folder = runs / "debug" / "checkpoints"
+    assert_one_line_error(capsys, exit_info, rf"could not write the checkpoint {folder}/last.ckpt: No space left on "
+                                             rf"device; {folder}/last.ckpt holds step 8\. Free some space, then resume "
+                                             r"with: .*--ckpt_path last$")
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+
+
+def test_ctrl_c_while_reading_the_text_is_one_line(corpus_path: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    with mock.patch("lit_gpt.data.load_tokens", side_effect=KeyboardInterrupt):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(fit_args(corpus_path, tmp_path / "runs"))
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip() == "error: SIGINT before training started; nothing was written"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_the_first_step_is_one_line(signum: int, corpus_path: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """From the Trainer's start to the first step (sanity check, set-up) a signal stops at once, writing nothing."""
+    runs = tmp_path / "runs"
+    signal_at_start = ('--trainer.callbacks+={"class_path": "helpers.SignalAtFitStart", '
+                       f'"init_args": {{"signum": {int(signum)}}}}}')
+    before = signal.getsignal(signum)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(fit_args(corpus_path, runs, signal_at_start))
+    assert exit_info.value.code == 128 + signum
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {signal.Signals(signum).name} before training started; nothing was written"
+    assert not list(runs.rglob("*.ckpt"))
+    assert signal.getsignal(signum) == before  # the handlers are put back

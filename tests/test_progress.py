@@ -1,0 +1,74 @@
+"""What a run prints: one summary line, a warning when a GPU recipe runs on a CPU, a bar of steps of max_steps, and
+none of Lightning's noise."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from lit_gpt.cli import GPTLightningCLI, cli_main
+from lit_gpt.config import GPTConfig
+from lit_gpt.data import CharDataModule
+from lit_gpt.model import GPT
+from lit_gpt.module import LitGPT
+from lit_gpt.progress import StepProgressBar, cpu_step_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+
+
+def test_a_run_prints_what_its_user_needs(tmp_path: Path) -> None:
+    """A real process: the summary line, the bar counting steps of max_steps with a time estimate; no litlogger tip,
+    no FutureWarning, no model table with 'Total Flops 0', no 'Epoch 0'."""
+    proc = subprocess.run([sys.executable, "train.py", "fit", "--config", DEBUG, "--trainer.max_steps", "12",
+                           "--trainer.log_every_n_steps", "4", "--trainer.logger.init_args.save_dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert re.search(r"lit_gpt: gpt 2 layers x 2 heads x 32 wide, 0\.0\d M parameters; 1,003,854 training characters, "
+                     r"vocabulary 65; 12 steps of 8 x 32 characters on 1 cpu device\(s\)", out)
+    assert re.search(r"train: +100%\|[^|]*\| 12/12 \[\d\d:\d\d<00:00", out)  # steps of max_steps, elapsed<remaining
+    for noise in ("litlogger", "Tip:", "FutureWarning", "LeafSpec", "Total Flops", "Epoch 0", "warning: this recipe"):
+        assert noise not in out
+
+
+@pytest.mark.parametrize("extra, refresh_rate", [([], 7), (["--trainer.enable_progress_bar", "false"], None)],
+                         ids=["default", "off"])
+def test_the_bar_is_ours_and_redraws_when_the_logger_writes(extra: list[str], refresh_rate, tmp_path: Path) -> None:
+    """Lightning's default bar (tqdm, or rich where installed) redraws every step; ours every log_every_n_steps."""
+    args = ["--config", DEBUG, "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.log_every_n_steps", "7",
+            *extra]
+    for rich in (False, True):
+        with mock.patch("lightning.pytorch.trainer.connectors.callback_connector._RICH_AVAILABLE", rich):
+            bar = GPTLightningCLI(LitGPT, CharDataModule, run=False, args=args).trainer.progress_bar_callback
+        assert (bar.refresh_rate if bar is not None else None) == refresh_rate
+        assert bar is None or type(bar) is StepProgressBar
+
+
+def test_a_gpu_sized_recipe_on_a_cpu_says_how_long_and_what_to_use(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    with mock.patch("lit_gpt.progress.cpu_step_seconds", return_value=20.0):
+        cli_main(["fit", "--config", DEBUG, "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
+                  "--trainer.logger.init_args.save_dir", str(tmp_path / "slow")])
+    assert "lit_gpt: gpt" in caplog.text and "warning: this recipe" not in caplog.text  # 40 s: fine
+    caplog.clear()
+    with mock.patch("lit_gpt.progress.cpu_step_seconds", return_value=20.0):
+        cli_main(["fit", "--config", DEBUG, "--trainer.max_steps", "5000", "--trainer.limit_train_batches", "2",
+                  "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+                  "--trainer.logger.init_args.save_dir", str(tmp_path / "long")])
+    assert re.search(r"warning: this recipe is sized for a GPU: on this CPU a step takes about 20\.0 s, so 5000 "
+                     r"steps take about 28 h\. For a CPU use configs/shakespeare_char_cpu\.yaml", caplog.text)
+
+
+def test_the_cpu_step_estimate_touches_neither_the_model_nor_the_rng() -> None:
+    model = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert cpu_step_seconds(model, batch_size=64, block_size=32, vocab_size=65) > 0
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
