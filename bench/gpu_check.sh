@@ -13,13 +13,12 @@
 #   speed    bench/train_speed.py on the GPU recipe (Lightning vs. the bare loop, compile on both sides)   ~6-9 min
 #   profile  a torch.profiler trace of 20 steps of the recipe (Chrome trace + kernel table)               ~2 min
 #
-# Prepared on the CPU machine, in the checkout (all three folders are ignored by git, and travel with `carry`):
+# Prepared on the CPU machine, in the checkout (both folders are ignored by git, and travel with `carry`):
 #   .whl/                  jsonargparse and its signatures extra as wheels (the GPU image lacks them):
 #                          python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #                            --implementation cp --platform any -d .whl jsonargparse==4.53.0 docstring-parser typeshed-client
-#   data/tinyshakespeare/  the corpus (the recipe's default path; there is no network on the GPU machine)
 #   .anchors/nanoGPT/      an unchanged copy of ../shared/anchors/nanoGPT (for the nanogpt step only)
-# and then, with the device tool: command "bash bench/gpu_check.sh tests", carry [".whl", "data", ".anchors"].
+# and then, with the device tool: command "bash bench/gpu_check.sh tests", carry [".whl", ".anchors"].
 #
 # A dry run on a CPU checks the script before a lease is spent (a tiny recipe, a few nanoGPT iterations):
 #   GPU_CHECK_DRY=1 OUT=/tmp/dry bash bench/gpu_check.sh recipe      (and the same for the other steps)
@@ -29,7 +28,7 @@ STEP=${1:?usage: bash bench/gpu_check.sh tests|recipe|nanogpt|speed|profile}
 OUT=${OUT:-/tmp/gpu_check}/$STEP
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 CUBLAS_WORKSPACE_CONFIG=:4096:8
-CORPUS=data/tinyshakespeare/input.txt
+CORPUS=lit_gpt/corpus/tinyshakespeare.txt  # the packaged corpus, the recipes' default
 RECIPE=configs/shakespeare_char.yaml DEVICE=cuda RECIPE_ARGS=() NANOGPT_ARGS=() SPEED_ARGS=(--steps 50 --repeats 2)
 if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then  # CPU: the same steps, made small
   RECIPE=configs/debug.yaml DEVICE=cpu RECIPE_ARGS=(--trainer.max_steps 40 --trainer.val_check_interval 20)
@@ -37,7 +36,6 @@ if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then  # CPU: the same steps, made small
                 --n_embd=32 --block_size=32 --batch_size=4 --log_interval=1)
   SPEED_ARGS=(--steps 5 --repeats 1)
 fi
-[ -f "$CORPUS" ] || { echo "error: $CORPUS is missing: copy the corpus there and carry data/" >&2; exit 2; }
 
 # The project on the GPU image: the three missing wheels into a private folder, the project by PYTHONPATH.
 if ! python3 -c "import jsonargparse, docstring_parser, typeshed_client" 2>/dev/null; then
@@ -80,7 +78,7 @@ recipe)
   ;;
 nanogpt)
   [ -d .anchors/nanoGPT ] || { echo "error: .anchors/nanoGPT is missing: copy ../shared/anchors/nanoGPT there" >&2; exit 2; }
-  rm -rf /tmp/nanogpt && cp -r .anchors/nanoGPT /tmp/nanogpt && cp "$CORPUS" /tmp/nanogpt/data/shakespeare_char/
+  rm -rf /tmp/nanogpt && cp -r .anchors/nanoGPT /tmp/nanogpt && cp "$CORPUS" /tmp/nanogpt/data/shakespeare_char/input.txt
   # prepare.py imports requests only to download a corpus that is already there; the image may not have it.
   python3 -c "import requests" 2>/dev/null || { mkdir -p /tmp/stub && echo "" > /tmp/stub/requests.py; }
   (cd /tmp/nanogpt && PYTHONPATH=/tmp/stub python3 data/shakespeare_char/prepare.py) > "$OUT/prepare.log" 2>&1

@@ -1,4 +1,4 @@
-"""Shared fixtures: a corpus (tiny Shakespeare from ../shared/data when present, else synthetic text) and CLI helpers."""
+"""Shared fixtures: a corpus (tiny Shakespeare, shipped with the package, or synthetic text) and CLI helpers."""
 
 import os
 import random
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lit_gpt.data import tiny_shakespeare
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 WORDS = "thou art the king and my lord of love to be or not that is a question speak sir good night".split()
 
 
@@ -27,12 +28,9 @@ def synthetic_text(n_chars: int = 40_000, seed: int = 0) -> str:
 
 @pytest.fixture(scope="session")
 def corpus_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny Shakespeare where ../shared/data has it; otherwise a synthetic text file. Tests pass on both.
-
-    LIT_GPT_TEST_SYNTHETIC=1 forces the synthetic text, to check the suite as it runs without ../shared.
-    """
-    if SHARED_CORPUS.is_file() and os.environ.get("LIT_GPT_TEST_SYNTHETIC") != "1":
-        return SHARED_CORPUS
+    """tiny Shakespeare, the packaged copy. Tests pass on synthetic text as well: LIT_GPT_TEST_SYNTHETIC=1 uses it."""
+    if os.environ.get("LIT_GPT_TEST_SYNTHETIC") != "1":
+        return tiny_shakespeare()
     path = tmp_path_factory.mktemp("corpus") / "input.txt"
     path.write_text(synthetic_text(), encoding="utf-8")
     return path
