@@ -83,7 +83,8 @@ class PeriodicCheckpoint(ModelCheckpoint):
     - when training ends (``max_steps`` need not be a multiple of anything);
     - on SIGINT (Ctrl-C) or SIGTERM: the current step (and its validation, if one follows) is finished, written, and
       training stops with ``TrainingStopped``; a second signal stops at once, keeping the last complete file.
-    It is never written when training stops on an error (a non-finite loss), so the last good checkpoint stays.
+    It is never written when training stops on an error (a non-finite loss), so the last good checkpoint stays, nor
+    inside a gradient accumulation (``trainer.accumulate_grad_batches``): only between optimizer steps.
     Under several processes the time bound and the stop are agreed on the steps that log
     (``trainer.log_every_n_steps``), where the processes meet anyway.
 
@@ -104,6 +105,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
                          enable_version_counter=False)
         self.every_n_seconds, self.every_n_steps = every_n_seconds, every_n_train_steps
         self._last_write = 0.0  # clock() of the last write (or of the start of training)
+        self._step_seen = 0  # global_step at the end of the previous training batch
         self._signal: Optional[int] = None  # the first SIGINT/SIGTERM received while training
         self._previous_handlers: dict[int, Any] = {}
 
@@ -117,7 +119,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
             self._install(self._on_startup_signal)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_write, self._signal = clock(), None
+        self._last_write, self._signal, self._step_seen = clock(), None, trainer.global_step
         self._install(self._on_signal)
 
     def _install(self, handler: Any) -> None:
@@ -162,6 +164,9 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
+        if not stepped:
+            return  # inside a gradient accumulation: not a state a run can resume from
         time_due = self.every_n_seconds is not None and clock() - self._last_write >= self.every_n_seconds
         stop, time_due = self._agree(trainer, time_due)
         if self._validation_follows(trainer):

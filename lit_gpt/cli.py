@@ -26,11 +26,14 @@ from lit_gpt.files import read_checkpoint
 from lit_gpt.module import LitGPT
 from lit_gpt.monitor import TokenThroughput, TrainingMonitor
 from lit_gpt.progress import DropLightningTips, RunSummary, StepProgressBar
+from lit_gpt.rng import RankRNG
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):  # Lightning's info
     logging.getLogger(_name).addFilter(DropLightningTips())
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, on every fit and validate; not the user's to fix.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+# Lightning 2.6's strategy.all_gather (the dropout streams of every rank, gathered into each checkpoint) calls it.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
 
 
 class EndSpawnedProcessGroup(Callback):
@@ -99,6 +102,7 @@ class GPTLightningCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.insert(0, ResumedLogStep())  # first: before any callback that logs at a step's start
+        trainer.callbacks.append(RankRNG())
         trainer.callbacks.append(EndSpawnedProcessGroup())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make its saves atomic
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -151,6 +155,13 @@ class GPTLightningCLI(LightningCLI):
         """Check --ckpt_path; refuse to start a new run over an earlier run's checkpoints (resume it, or pick another
         directory)."""
         self._check_checkpoint("fit")
+        accumulate, interval = self.trainer.accumulate_grad_batches, self.trainer.val_check_interval
+        if accumulate > 1 and isinstance(interval, int) and interval % accumulate:
+            raise LitGPTError(
+                f"--trainer.val_check_interval counts batches, and {interval} is not a multiple of "
+                f"--trainer.accumulate_grad_batches {accumulate}: a validation would fall inside an optimizer step, "
+                f"where no checkpoint can resume exactly; use {interval * accumulate} (every {interval} steps)"
+            )
         init_from = self.model.hparams.init_from
         if init_from is not None:
             self._require_same_model(f"--model.init_from {init_from}", read_checkpoint(init_from)["hyper_parameters"])

@@ -41,32 +41,35 @@ def tiny_shakespeare() -> Path:
     return path
 
 
-def window_seed(seed: int, rank: int, step: int) -> int:
-    """A 63-bit seed for the windows of ``step`` on ``rank``; distinct inputs give unrelated streams."""
-    digest = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=8).digest()
+def window_seed(seed: int, rank: int, batch: int) -> int:
+    """A 63-bit seed for the windows of batch number ``batch`` on ``rank``; distinct inputs give unrelated streams."""
+    digest = hashlib.blake2b(f"{seed}/{rank}/{batch}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
 class TrainWindows(IterableDataset):
-    """Endless random batches: batch ``s`` (counted from ``start_step``) is a function of ``(seed, rank, s)`` only."""
+    """Endless random batches: batch ``b`` (counted from ``start_batch``) is a function of ``(seed, rank, b)`` only.
+
+    Batches, not optimizer steps, are counted: with ``accumulate_grad_batches`` K, step ``s`` draws batches
+    ``s*K .. s*K + K-1``, and a run resumed at step ``s`` starts at batch ``s*K`` (none replayed, none skipped)."""
 
     def __init__(self, data: torch.Tensor, block_size: int, batch_size: int, seed: int, rank: int = 0,
-                 start_step: int = 0) -> None:
+                 start_batch: int = 0) -> None:
         super().__init__()
         self.data, self.block_size, self.batch_size = data, block_size, batch_size
-        self.seed, self.rank, self.start_step = seed, rank, start_step
+        self.seed, self.rank, self.start_batch = seed, rank, start_batch
         self.offsets = torch.arange(block_size)  # (T,)
 
-    def batch(self, step: int) -> Batch:
-        """The ``(x, y)`` windows of ``step``: two (B, T) int64 tensors, y is x shifted left by one."""
-        g = torch.Generator().manual_seed(window_seed(self.seed, self.rank, step))
+    def batch(self, number: int) -> Batch:
+        """The ``(x, y)`` windows of batch ``number``: two (B, T) int64 tensors, y is x shifted left by one."""
+        g = torch.Generator().manual_seed(window_seed(self.seed, self.rank, number))
         ix = torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=g)  # (B,) window starts
         idx = ix[:, None] + self.offsets  # (B, 1) + (T,) -> (B, T): one gather for the whole batch
         return self.data[idx].long(), self.data[idx + 1].long()
 
     def __iter__(self) -> Iterator[Batch]:
-        for step in count(self.start_step):
-            yield self.batch(step)
+        for number in count(self.start_batch):
+            yield self.batch(number)
 
 
 class ValWindows(Dataset):
@@ -202,8 +205,10 @@ class CharDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        step = self.trainer.global_step if self.trainer is not None else 0  # restored before this is called
-        windows = TrainWindows(self.train_data, self.block_size, self.batch_size, self.seed, rank, step)
+        # The batches drawn so far: global_step (restored before this is called) times the batches per step; a
+        # checkpoint is only written between optimizer steps, never inside an accumulation.
+        drawn = self.trainer.global_step * self.trainer.accumulate_grad_batches if self.trainer is not None else 0
+        windows = TrainWindows(self.train_data, self.block_size, self.batch_size, self.seed, rank, drawn)
         # A loader's own generator keeps its start-up draw off the global RNG that dropout uses (exact resume).
         return DataLoader(windows, batch_size=None, pin_memory=self._pin(), generator=torch.Generator())
 

@@ -94,7 +94,6 @@ class LitGPT(L.LightningModule):
         self.model = build_model(arch, config)
         self.val_loss = MeanMetric(nan_strategy="disable")  # token-weighted mean, summed over devices; NaN is kept
         self.val_loss.set_dtype(torch.float64)  # set again for the device in setup()
-        self._rng_to_restore: Optional[dict[str, Any]] = None
         self._first_bad_step: Optional[torch.Tensor] = None  # on the device: -1, or the first non-finite step
 
     def configure_model(self) -> None:
@@ -169,24 +168,9 @@ class LitGPT(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._first_bad_step is not None:
             self.check_finite()  # never write weights that a non-finite step has touched
-        # Lightning does not save the global RNG that dropout draws from; without it a resumed run diverges.
-        checkpoint["rng_state"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_to_restore = checkpoint.get("rng_state")
 
     def on_train_start(self) -> None:
         self._first_bad_step = torch.tensor(-1, device=self.device)
-        # Restored here, not in on_load_checkpoint: creating the train loader's iterator draws from the global RNG
-        # after the checkpoint is loaded, and that draw must not shift the stream dropout sees.
-        if self._rng_to_restore is not None:
-            torch.set_rng_state(self._rng_to_restore["torch"])
-            if self._rng_to_restore["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
-            self._rng_to_restore = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

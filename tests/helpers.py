@@ -1,5 +1,6 @@
 """Test-only callbacks, importable by class path from the CLI (``helpers.LossRecorder``): pytest puts tests/ on sys.path."""
 
+import hashlib
 import json
 import os
 import re
@@ -35,6 +36,24 @@ class LossRecorder(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
             self._write("val", trainer.global_step, trainer.callback_metrics["val_loss"])
+
+
+class BatchLossRecorder(LossRecorder):
+    """Every rank's loss of every training batch and a digest of its dropout generator before the batch:
+    ``batch<rank> <n> <hex>`` and ``rng<rank> <n> <digest>``, ``n`` counting batches from the run's first (a resumed
+    run starts at ``global_step * accumulate_grad_batches``); and ``val`` lines as ``LossRecorder`` writes them."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.n = trainer.global_step * trainer.accumulate_grad_batches
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        digest = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:16]
+        with open(self.path, "a") as f:
+            f.write(f"rng{trainer.global_rank} {self.n} {digest} -\n")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._write(f"batch{trainer.global_rank}", self.n, outputs["loss"])
+        self.n += 1
 
 
 def read_losses(path: Path) -> dict[tuple[str, int], str]:

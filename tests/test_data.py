@@ -33,9 +33,9 @@ def test_train_windows_reach_both_ends() -> None:
 def test_train_windows_depend_only_on_seed_rank_and_step() -> None:
     d = torch.arange(10_000)
     a = TrainWindows(d, 8, 4, seed=1)
-    b = TrainWindows(d, 8, 4, seed=1, start_step=5)
+    b = TrainWindows(d, 8, 4, seed=1, start_batch=5)
     torch.testing.assert_close(a.batch(7)[0], b.batch(7)[0])
-    torch.testing.assert_close(next(iter(b))[0], a.batch(5)[0])  # iteration starts at start_step
+    torch.testing.assert_close(next(iter(b))[0], a.batch(5)[0])  # iteration starts at start_batch
     assert not torch.equal(a.batch(7)[0], a.batch(8)[0])
     assert not torch.equal(a.batch(7)[0], TrainWindows(d, 8, 4, seed=1, rank=1).batch(7)[0])
     assert not torch.equal(a.batch(7)[0], TrainWindows(d, 8, 4, seed=2).batch(7)[0])
