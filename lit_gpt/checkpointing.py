@@ -106,6 +106,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
         self.every_n_seconds, self.every_n_steps = every_n_seconds, every_n_train_steps
         self._last_write = 0.0  # clock() of the last write (or of the start of training)
         self._step_seen = 0  # global_step at the end of the previous training batch
+        self._saved_step: Optional[int] = None  # the step last.ckpt holds, written by this run
         self._signal: Optional[int] = None  # the first SIGINT/SIGTERM received while training
         self._previous_handlers: dict[int, Any] = {}
 
@@ -197,11 +198,13 @@ class PeriodicCheckpoint(ModelCheckpoint):
         self._restore_handlers()
 
     def _write(self, trainer: L.Trainer) -> None:
-        if self._last_global_step_saved == trainer.global_step and os.path.isfile(self.last_path):
+        # Decided the same on every process (never by a local file: nodes need not share a disk), since saving runs
+        # collectives that every process must join.
+        if self._saved_step == trainer.global_step:
             return  # this step is already in last.ckpt (e.g. training ended right after a validation)
         trainer.save_checkpoint(self.last_path, weights_only=False)  # the full state: weights, optimizer, loops
         self.last_model_path = self.last_path
-        self._last_global_step_saved, self._last_write = trainer.global_step, clock()
+        self._saved_step, self._last_write = trainer.global_step, clock()
 
     def _stop(self, trainer: L.Trainer) -> None:
         signum = self._signal or signal.SIGTERM  # another process's signal

@@ -16,7 +16,8 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, ResumedLogStep, checkpoint_step
 from lit_gpt.config import GPTConfig
@@ -95,11 +96,16 @@ class GPTLightningCLI(LightningCLI):
                 config.data.vocab_from = ckpt_path
             elif config.model.init_from is not None:
                 config.data.vocab_from = config.model.init_from
+        refuse_sharding(config.trainer.strategy)
         if config.trainer.precision == "bf16-mixed" and not bf16_supported(config.trainer.accelerator):
             rank_zero_warn("bf16-mixed precision is not supported on this device; training in 32-true instead")
             config.trainer.precision = "32-true"
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer_config = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init.trainer
+        plugins = without_slurm_auto_requeue(trainer_config.get("plugins"))
+        if plugins is not None:
+            kwargs["plugins"] = plugins
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.insert(0, ResumedLogStep())  # first: before any callback that logs at a step's start
         trainer.callbacks.append(RankRNG())
@@ -194,6 +200,32 @@ def config_mismatches(hparams: dict[str, Any], arch: str, config: GPTConfig) -> 
         if theirs != ours:
             mismatches.append(f"{name} {theirs} in the checkpoint, {ours} in the config")
     return mismatches
+
+
+def without_slurm_auto_requeue(plugins: Any) -> Optional[list[Any]]:
+    """Under SLURM, the Trainer's plugins with Lightning's auto-requeue off (None elsewhere, or where the user chose a
+    cluster environment). Its SIGUSR1 handler writes ``hpc_ckpt_*.ckpt`` from inside a signal handler, possibly in
+    the middle of a step; SIGTERM, which SLURM sends on preemption, already stops at a step boundary with a complete
+    ``last.ckpt``, and ``#SBATCH --requeue`` with ``--ckpt_path last`` resumes it."""
+    given = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not SLURMEnvironment.detect() or any(isinstance(p, ClusterEnvironment) for p in given):
+        return None
+    rank_zero_info("SLURM: Lightning's auto-requeue (SIGUSR1) is off; SIGTERM writes last.ckpt at a step boundary, "
+                   "and a requeued job resumes it with --ckpt_path last")
+    return [*given, SLURMEnvironment(auto_requeue=False)]
+
+
+def refuse_sharding(strategy: Any) -> None:
+    """One line for a strategy that shards the model (FSDP, DeepSpeed), instead of a run whose weight decay is
+    silently off: they flatten the weights into 1-D shards, so the parameter groups (matrices decay, Muon) see none."""
+    name = str(getattr(strategy, "class_path", strategy)) if not isinstance(strategy, dict) \
+        else str(strategy.get("class_path"))
+    if any(word in name.lower() for word in ("fsdp", "deepspeed")):
+        raise LitGPTError(
+            f"--trainer.strategy {name} is not supported: it shards the weights, which breaks the optimizer's "
+            f"parameter groups; these models (10 M parameters in the largest recipe) fit whole on any GPU, where "
+            f"DDP is the right tool: --trainer.strategy ddp --trainer.devices N"
+        )
 
 
 def bf16_supported(accelerator: Optional[str]) -> bool:

@@ -93,6 +93,42 @@ class PoisonWeights(Callback):
                     p.fill_(float("nan"))
 
 
+class PoisonOneValidationBatch(Callback):
+    """NaN weights for validation batch ``batch_idx`` only (restored after it): one batch of non-finite losses."""
+
+    def __init__(self, batch_idx: int = 1) -> None:
+        self.batch_idx = batch_idx
+        self.saved: Optional[dict] = None
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx,
+                                  dataloader_idx=0) -> None:
+        if batch_idx == self.batch_idx:
+            self.saved = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(float("nan"))
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx,
+                                dataloader_idx=0) -> None:
+        if self.saved is not None:
+            pl_module.load_state_dict(self.saved)
+            self.saved = None
+
+
+class SignalHandlersAtTrainStart(Callback):
+    """Write the names of the SIGUSR1 and SIGTERM handlers in place when training starts to ``path`` (JSON)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import signal
+
+        names = {name: type(signal.getsignal(getattr(signal, name))).__name__ for name in ("SIGUSR1", "SIGTERM")}
+        names["SIGUSR1_default"] = signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+        Path(self.path).write_text(json.dumps(names))
+
+
 def assert_one_line_error(capsys: pytest.CaptureFixture, exit_info: pytest.ExceptionInfo, pattern: str) -> None:
     """A user error: exit status 2, exactly one ``error:`` line on stderr matching ``pattern``, no traceback."""
     assert exit_info.value.code == 2
