@@ -12,8 +12,6 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, ImageDraw, ImageFont
 
 from lit_gpt.errors import LitGPTError
@@ -105,11 +103,6 @@ class TrainingMonitor(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_val_loss = state_dict.get("best_val_loss", float("inf"))
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if isinstance(trainer.strategy, FSDPStrategy) and (self.log_samples or self.log_attention):
-            rank_zero_warn("TrainingMonitor: samples and attention maps are off under FSDP (the weights are sharded)")
-            self.log_samples = self.log_attention = False
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         # Only on steps that reach the logger: the per-parameter norms are work the other steps need not do.

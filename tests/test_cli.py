@@ -208,6 +208,7 @@ def test_new_run_refuses_to_overwrite_an_earlier_run(trained: dict, capsys: pyte
     assert trained["last"].read_bytes() == before
 
 
+@pytest.mark.slow
 def test_compiled_training_keeps_clean_checkpoint_keys(corpus_path: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     """--model.compile true compiles the inner model in place: training works and the checkpoint samples as usual."""

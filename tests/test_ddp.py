@@ -7,6 +7,8 @@ import pytest
 
 from lit_gpt.cli import cli_main
 
+pytestmark = pytest.mark.slow  # each test starts two processes
+
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
 

@@ -109,6 +109,7 @@ def test_everything_switches_off(corpus_path: Path, tmp_path: Path) -> None:
     assert "grad_norm" not in ea.Tags()["scalars"] and "val_loss" in ea.Tags()["scalars"]
 
 
+@pytest.mark.slow
 def test_monitor_under_ddp_runs_on_rank_zero_without_hanging(corpus_path: Path, tmp_path: Path) -> None:
     fit(corpus_path, tmp_path, "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2")
     ea = events(tmp_path / "debug")

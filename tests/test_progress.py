@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 
+@pytest.mark.slow
 def test_a_run_prints_what_its_user_needs(tmp_path: Path) -> None:
     """A real process: the summary line, the bar counting steps of max_steps with a time estimate; no litlogger tip,
     no FutureWarning, no model table with 'Total Flops 0', no 'Epoch 0'."""

@@ -146,6 +146,7 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpus_path: Path, tmp_path: Path) -> None:
     """Fault test: SIGKILL a real training process 3 times at random moments, resume each time with
     --ckpt_path last, and compare every logged loss with an uninterrupted run."""
@@ -234,6 +235,7 @@ def wait_for_steps(record: Path, proc: subprocess.Popen, target: int) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_sigint_and_sigterm_at_random_moments_save_and_resume_exactly(corpus_path: Path, tmp_path: Path) -> None:
     """A real training process gets SIGINT, SIGTERM, SIGINT at random moments. Each time it finishes the step it is
     in, writes last.ckpt for it, prints one line with the command that resumes, and exits 130 or 143; that command,
@@ -273,6 +275,7 @@ def test_sigint_and_sigterm_at_random_moments_save_and_resume_exactly(corpus_pat
     assert sorted(b) == sorted(a) and a == b
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once(corpus_path: Path, tmp_path: Path) -> None:
     """The first SIGINT asks for a clean stop after the current step; a second one before that stops the process at
     once, by SIGINT itself (exit status 130 in a shell), keeping the last complete last.ckpt."""
@@ -292,6 +295,7 @@ def test_a_second_ctrl_c_stops_at_once(corpus_path: Path, tmp_path: Path) -> Non
     assert torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
 
 
+@pytest.mark.slow
 def test_sigterm_stops_every_ddp_process_at_the_same_step(corpus_path: Path, tmp_path: Path) -> None:
     """Two CPU processes (ddp): SIGTERM to the main one only. They agree on a logging step (every 5 here), both stop
     after it, last.ckpt holds it, the exit status is 143, and no process is left behind."""

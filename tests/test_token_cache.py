@@ -89,6 +89,7 @@ def test_a_damaged_cache_is_rebuilt(damage: str, tmp_path: Path) -> None:
     assert ids_file.stat().st_size == len(expected)
 
 
+@pytest.mark.slow
 def test_two_processes_racing_build_it_once(tmp_path: Path) -> None:
     """Two processes ask for the same new cache at once; the build is slowed down to make them overlap. One builds,
     the other waits for the lock and maps the finished files; both read the same ids."""
