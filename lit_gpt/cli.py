@@ -14,10 +14,14 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+
+try:  # private in Lightning 2.6, with no public equivalent; tests/test_private_apis.py fails if it moves
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+except ImportError:  # then ddp_spawn's processes keep Lightning's behaviour (see EndSpawnedProcessGroup)
+    _MultiProcessingLauncher = None
 
 from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, ResumedLogStep, checkpoint_step
 from lit_gpt.config import GPTConfig
@@ -25,9 +29,10 @@ from lit_gpt.data import CharDataModule
 from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped
 from lit_gpt.files import read_checkpoint
 from lit_gpt.module import LitGPT
-from lit_gpt.monitor import TokenThroughput, TrainingMonitor
+from lit_gpt.monitor import TrainingMonitor
 from lit_gpt.progress import DropLightningTips, RunSummary, StepProgressBar
 from lit_gpt.rng import RankRNG
+from lit_gpt.throughput import TokenThroughput
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):  # Lightning's info
     logging.getLogger(_name).addFilter(DropLightningTips())
@@ -47,8 +52,18 @@ class EndSpawnedProcessGroup(Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         launcher = trainer.strategy.launcher
-        if isinstance(launcher, _MultiProcessingLauncher) and torch.distributed.is_initialized():
+        spawned = _MultiProcessingLauncher is not None and isinstance(launcher, _MultiProcessingLauncher)
+        if spawned and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+class FastCudaMatmuls(Callback):
+    """TF32 for the float32 matmuls left outside autocast, on CUDA (in every process: ``ddp_spawn`` starts fresh ones)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
 
 class GPTLightningCLI(LightningCLI):
@@ -108,6 +123,7 @@ class GPTLightningCLI(LightningCLI):
             kwargs["plugins"] = plugins
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.insert(0, ResumedLogStep())  # first: before any callback that logs at a step's start
+        trainer.callbacks.append(FastCudaMatmuls())
         trainer.callbacks.append(RankRNG())
         trainer.callbacks.append(EndSpawnedProcessGroup())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make its saves atomic

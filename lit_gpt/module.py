@@ -2,20 +2,18 @@
 
 import math
 from dataclasses import asdict
-from collections.abc import Callable
 from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.throughput import measure_flops
 from torchmetrics.aggregation import MeanMetric
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
 from lit_gpt.files import model_weights, read_checkpoint
 from lit_gpt.model import build_model
-from lit_gpt.optim import MuonAdamW
+from lit_gpt.optim import MuonAdamW, parameter_groups
 
 
 def is_log_step(trainer: L.Trainer, step: int) -> bool:
@@ -97,14 +95,11 @@ class LitGPT(L.LightningModule):
         self._first_bad_step: Optional[torch.Tensor] = None  # on the device: -1, or the first non-finite step
 
     def configure_model(self) -> None:
-        if self._trainer is None:  # LitGPT.load_from_checkpoint calls this without a Trainer: nothing to set up
+        try:
+            device = self.trainer.strategy.root_device
+        except RuntimeError:  # LitGPT.load_from_checkpoint calls this without a Trainer: nothing to set up
             return
-        on_cuda = self.trainer.strategy.root_device.type == "cuda"
-        if on_cuda:
-            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for any float32 matmul left outside autocast
-            torch.backends.cudnn.allow_tf32 = True
-        use_compile = compiles_by_default(self.trainer.strategy.root_device) if self.hparams.compile is None \
-            else self.hparams.compile
+        use_compile = compiles_by_default(device) if self.hparams.compile is None else self.hparams.compile
         if use_compile and not getattr(self, "_compiled", False):
             self.model.compile()  # in place: state_dict keys stay "model.*", not "model._orig_mod.*"
             self._compiled = True
@@ -113,17 +108,6 @@ class LitGPT(L.LightningModule):
         self.val_loss.set_dtype(metric_dtype(self.trainer.strategy.root_device))  # before it moves to the device
         if stage == "fit" and self.hparams.init_from is not None and self.trainer.ckpt_path is None:
             self.model.load_state_dict(model_weights(read_checkpoint(self.hparams.init_from)))
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and datamodule is not None:
-            self.flops_per_batch = self.measure_flops_per_batch(datamodule.batch_size, datamodule.block_size)
-
-    def measure_flops_per_batch(self, batch_size: int, block_size: int) -> int:
-        """FLOPs of one training step (forward + backward) on a (batch_size, block_size) batch, counted by
-        ``measure_flops`` on a copy of the model on the meta device (no memory, no compute); for MFU."""
-        with torch.device("meta"):
-            meta = build_model(self.hparams.arch, self.config)
-            x = torch.zeros(batch_size, block_size, dtype=torch.long)
-        return measure_flops(meta, lambda: meta(x, x)[1], lambda loss: loss)  # forward, then loss.backward()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) int64 -> logits (B, T, vocab_size)"""
@@ -174,24 +158,15 @@ class LitGPT(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
-        hidden = {name for name, p in params.items() if p.dim() == 2 and ".transformer.h." in f".{name}"}
-        if hp.optimizer == "muon" and not hidden:
+        muon_groups, adamw_groups = parameter_groups(self.named_parameters(), hp.weight_decay, hp.optimizer == "muon")
+        if hp.optimizer == "muon" and not muon_groups:
             raise LitGPTError(f"--model.optimizer muon needs the transformer's weight matrices; arch {hp.arch} has none")
-        muon = hp.optimizer == "muon"
-
-        def group(name: str, keep: Callable[[str, torch.Tensor], bool], weight_decay: float) -> dict[str, Any]:
-            return {"name": name, "params": [p for n, p in params.items() if keep(n, p)], "weight_decay": weight_decay}
-
-        decay = group("decay", lambda n, p: p.dim() >= 2 and not (muon and n in hidden), hp.weight_decay)
-        no_decay = group("no_decay", lambda n, p: p.dim() < 2, 0.0)
-        adamw_groups = [g for g in (decay, no_decay) if g["params"]]
         # One fused kernel for all of AdamW, on CUDA and on a CPU: there 5x less time than foreach for the CPU recipe's
         # model (bench/optimizer_speed.py), about 7% of a step at nanoGPT's batch of 12.
         fused = self.device.type in ("cuda", "cpu") or None
-        if muon:
-            optimizer = MuonAdamW([group("muon", lambda n, p: n in hidden, hp.weight_decay)], adamw_groups,
-                                  lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused)
+        if muon_groups:
+            optimizer = MuonAdamW(muon_groups, adamw_groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2),
+                                  fused=fused)
         else:
             optimizer = torch.optim.AdamW(adamw_groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(

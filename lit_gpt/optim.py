@@ -129,3 +129,23 @@ class MuonAdamW(torch.optim.Optimizer):
         self.muon.load_state_dict(state_dict["muon"])
         self.adamw.load_state_dict(state_dict["adamw"])
         self.param_groups = self.muon.param_groups + self.adamw.param_groups  # load_state_dict made new dicts
+
+
+def parameter_groups(named_parameters: Iterable[tuple[str, torch.Tensor]], weight_decay: float,
+                     muon: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(Muon's groups, AdamW's groups), decided by name and shape, each group named and with its weight decay.
+
+    Matrices decay, vectors (biases, LayerNorm weights) do not (nanoGPT). With ``muon``, the 2-D weight matrices
+    inside the transformer blocks (``...transformer.h.*``) go to Muon and everything else (the embeddings, tied with
+    the head; LayerNorms; biases) stays with AdamW. Frozen parameters are left out; empty groups are dropped.
+    """
+    params = {name: p for name, p in named_parameters if p.requires_grad}
+    hidden = {name for name, p in params.items() if muon and p.dim() == 2 and ".transformer.h." in f".{name}"}
+
+    def group(name: str, keep: Callable[[str, torch.Tensor], bool], decay: float) -> dict[str, Any]:
+        return {"name": name, "params": [p for n, p in params.items() if keep(n, p)], "weight_decay": decay}
+
+    muon_groups = [group("muon", lambda n, p: n in hidden, weight_decay)]
+    adamw_groups = [group("decay", lambda n, p: p.dim() >= 2 and n not in hidden, weight_decay),
+                    group("no_decay", lambda n, p: p.dim() < 2, 0.0)]
+    return [g for g in muon_groups if g["params"]], [g for g in adamw_groups if g["params"]]

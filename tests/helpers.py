@@ -139,17 +139,6 @@ def assert_one_line_error(capsys: pytest.CaptureFixture, exit_info: pytest.Excep
     assert re.search(pattern, lines[0]), lines[0]
 
 
-class SlowValidation(Callback):
-    """Sleep ``seconds`` after every validation batch (outside the sanity check): validation that takes a known time."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
-        if not trainer.sanity_checking:
-            time.sleep(self.seconds)
-
-
 class GraphCounter(Callback):
     """Record how many graphs ``torch.compile`` has built so far (``torch._dynamo`` counters) after every training
     step and every validation: ``self.after_step[s]``, ``self.after_validation[s]`` for global step ``s``."""
@@ -224,6 +213,17 @@ class FakeClock(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
         FAKE_TIME["now"] += self.seconds_per_step
+
+
+class FakeSlowValidation(Callback):
+    """Move ``FAKE_TIME`` by ``seconds`` after every validation batch (outside the sanity check)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kwargs) -> None:
+        if not trainer.sanity_checking:
+            FAKE_TIME["now"] += self.seconds
 
 
 class SlowSteps(Callback):

@@ -39,7 +39,7 @@ def test_validations_with_the_monitor_compile_nothing_new(corpus_path: Path, tmp
     training step (which compiles the training graph; the sanity check, here over every validation batch, compiled
     the validation graphs, one per batch shape), neither the validations, nor the monitor's generation and attention
     maps, nor later steps compile another graph."""
-    torch._dynamo.reset()
+    torch.compiler.reset()
     cli = cli_main(fit_args(corpus_path, tmp_path, "--trainer.accelerator", accelerator, "--model.compile", "true",
                             "--trainer.precision", "bf16-mixed" if accelerator == "gpu" else "32-true",
                             "--trainer.max_steps", "25", "--trainer.val_check_interval", "10",
