@@ -46,16 +46,17 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # back into the residual stream
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.record_attention = False  # set by GPT.attention_maps: compute the weights explicitly and keep them
-        self.attention: Optional[torch.Tensor] = None  # (B, nh, T, T) when recorded
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, C) -> q, k, v, each (B, nh, T, hs)"""
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
 
     def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C). With a cache, x holds the T positions that follow the cached ones."""
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = self.heads(x)  # (B, nh, T, hs) each
         mask, is_causal = None, True
         if kv_cache is not None:
             past = kv_cache.length
@@ -63,19 +64,22 @@ class CausalSelfAttention(nn.Module):
             if past > 0:  # query i (absolute position past + i) sees keys 0 .. past + i
                 is_causal = False
                 mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-        if self.record_attention and kv_cache is None:  # the same attention, spelled out, for pictures
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
-            att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # (B, nh, T, T), rows sum to 1
-            self.attention = att.detach()
-            y = att @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
-        else:
-            # softmax((B, nh, T, hs) @ (B, nh, hs, L) / sqrt(hs), masked causally) @ (B, nh, L, hs) -> (B, nh, T, hs)
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-            )
+        # softmax((B, nh, T, hs) @ (B, nh, hs, L) / sqrt(hs), masked causally) @ (B, nh, L, hs) -> (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+        )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
+
+    @torch.no_grad()
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C) -> the attention weights forward uses (B, nh, T, T), spelled out: row t is how position t
+        spreads its attention over positions 0..t (for pictures)."""
+        q, k, _ = self.heads(x)  # (B, nh, T, hs) each
+        T = x.size(1)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
+        return att.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # (B, nh, T, T), rows sum to 1
 
 
 class MLP(nn.Module):
@@ -98,27 +102,50 @@ def layer_norm(config: GPTConfig) -> nn.Module:
     return nn.LayerNorm(config.n_embd, bias=config.bias) if config.layernorm else nn.Identity()
 
 
+class Zero(nn.Module):
+    """Adds nothing to a residual stream: the place of the MLP in a block that has none."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
 class Block(nn.Module):
     """Transformer block: communication (attention) followed by computation (MLP), each pre-LayerNorm + residual.
 
-    The lecture's ladder builds it up step by step: ``config.mlp``, ``config.residual`` and ``config.layernorm``
-    switch the MLP, the residual connections and the LayerNorms off.
+    The lecture's ladder builds it up step by step, by its parts: without ``config.mlp`` the MLP adds nothing
+    (``Zero``, and no LayerNorm before it); without ``config.layernorm`` the LayerNorms are ``nn.Identity``; without
+    ``config.residual`` the block is a ``PlainBlock``.
     """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.residual = config.residual
         self.ln_1 = layer_norm(config)
         self.attn = CausalSelfAttention(config)
-        if config.mlp:
-            self.ln_2 = layer_norm(config)
-            self.mlp = MLP(config)
+        self.ln_2 = layer_norm(config) if config.mlp else nn.Identity()
+        self.mlp = MLP(config) if config.mlp else self.no_mlp()
+
+    @staticmethod
+    def no_mlp() -> nn.Module:
+        return Zero()
 
     def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""
-        x = x + self.attn(self.ln_1(x), kv_cache) if self.residual else self.attn(self.ln_1(x), kv_cache)
-        if hasattr(self, "mlp"):
-            x = x + self.mlp(self.ln_2(x)) if self.residual else self.mlp(self.ln_2(x))
+        x = x + self.attn(self.ln_1(x), kv_cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class PlainBlock(Block):
+    """A block without residual connections (the lecture's ladder before it adds them): each part replaces x."""
+
+    @staticmethod
+    def no_mlp() -> nn.Module:
+        return nn.Identity()
+
+    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C)"""
+        x = self.attn(self.ln_1(x), kv_cache)
+        x = self.mlp(self.ln_2(x))
         return x
 
 
@@ -139,7 +166,7 @@ class GPT(nn.Module):
                 wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
                 wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=nn.ModuleList([(Block if config.residual else PlainBlock)(config) for _ in range(config.n_layer)]),
                 ln_f=layer_norm(config),
             )
         )
@@ -159,23 +186,22 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; position embeddings are left out by default (the token embedding is shared with the head)."""
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
-
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) -> attention weights (n_layer, B, nh, T, T): row t is how position t spreads its attention."""
-        attns = [block.attn for block in self.transformer.h]
-        for attn in attns:
-            attn.record_attention = True
-        try:
-            self(idx)
-            return torch.stack([attn.attention for attn in attns])  # (n_layer, B, nh, T, T)
-        finally:
-            for attn in attns:
-                attn.record_attention, attn.attention = False, None
+        x = self.embed(idx)  # (B, T, C)
+        maps = []
+        for block in self.transformer.h:
+            maps.append(block.attn.weights(block.ln_1(x)))  # (B, nh, T, T)
+            x = block(x)  # (B, T, C)
+        return torch.stack(maps)  # (n_layer, B, nh, T, T)
+
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """idx (B, T) at positions start.. -> token + position embeddings, after dropout (B, T, C)"""
+        pos = torch.arange(start, start + idx.size(1), dtype=torch.long, device=idx.device)  # (T,)
+        tok_emb = self.transformer.wte(idx)  # (B, T, C)
+        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
+        return self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
 
     def new_kv_cache(self, batch_size: int) -> list[KVCache]:
         """An empty cache per layer, on the model's device and dtype, for up to ``block_size`` positions."""
@@ -195,10 +221,7 @@ class GPT(nn.Module):
         start = kv_cache[0].length if kv_cache is not None else 0
         if start + T > self.block_size:
             raise LitGPTError(f"Cannot forward sequence of length {start + T}, block size is only {self.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
-        tok_emb = self.transformer.wte(idx)  # (B, T, C)
-        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
-        x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
+        x = self.embed(idx, start)  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache[i] if kv_cache is not None else None)  # (B, T, C)
         x = self.transformer.ln_f(x)  # (B, T, C)

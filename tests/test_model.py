@@ -5,7 +5,7 @@ import torch
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
-from lit_gpt.model import GPT, MLP, Bigram, Block, build_model
+from lit_gpt.model import GPT, MLP, Bigram, Block, PlainBlock, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,10 +157,12 @@ def test_ladder_switches_remove_what_they_name() -> None:
 def test_residual_switch_replaces_the_stream_instead_of_adding_to_it() -> None:
     """Same weights: with residual off a block's output is attn(x) then mlp(.) alone; with it on, x is added."""
     torch.manual_seed(0)
-    block = Block(tiny_config(residual=False, layernorm=False)).eval()
+    plain = GPT(tiny_config(residual=False, layernorm=False)).transformer.h[0].eval()
+    assert isinstance(plain, PlainBlock)
     x = torch.randn(2, 5, 16)
-    no_residual = block(x)
-    torch.testing.assert_close(no_residual, block.mlp(block.attn(x)))
-    block.residual = True
+    no_residual = plain(x)
+    torch.testing.assert_close(no_residual, plain.mlp(plain.attn(x)))
+    block = Block(tiny_config(residual=True, layernorm=False)).eval()
+    block.load_state_dict(plain.state_dict())
     h = x + block.attn(x)
     torch.testing.assert_close(block(x), h + block.mlp(h))
