@@ -28,6 +28,7 @@ from lit_gpt.config import GPTConfig
 from lit_gpt.data import CharDataModule
 from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped
 from lit_gpt.files import read_checkpoint
+from lit_gpt.guard import NonFiniteGuard
 from lit_gpt.module import LitGPT
 from lit_gpt.monitor import TrainingMonitor
 from lit_gpt.progress import DropLightningTips, RunSummary, StepProgressBar
@@ -123,6 +124,7 @@ class GPTLightningCLI(LightningCLI):
             kwargs["plugins"] = plugins
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.insert(0, ResumedLogStep())  # first: before any callback that logs at a step's start
+        trainer.callbacks.append(NonFiniteGuard())  # before any checkpoint: Lightning runs those last
         trainer.callbacks.append(FastCudaMatmuls())
         trainer.callbacks.append(RankRNG())
         trainer.callbacks.append(EndSpawnedProcessGroup())

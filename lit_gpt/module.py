@@ -92,7 +92,6 @@ class LitGPT(L.LightningModule):
         self.model = build_model(arch, config)
         self.val_loss = MeanMetric(nan_strategy="disable")  # token-weighted mean, summed over devices; NaN is kept
         self.val_loss.set_dtype(torch.float64)  # set again for the device in setup()
-        self._first_bad_step: Optional[torch.Tensor] = None  # on the device: -1, or the first non-finite step
 
     def configure_model(self) -> None:
         try:
@@ -116,11 +115,7 @@ class LitGPT(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch  # (B, T), (B, T)
         _, loss = self.model(x, y)
-        # Remember the first non-finite step on the device (no host sync); read it every log_every_n_steps steps.
-        bad = ~torch.isfinite(loss.detach())
-        self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), self.global_step, self._first_bad_step)
         if is_log_step(self.trainer, self.global_step):
-            self.check_finite()
             # Only the steps that reach the logger: self.log costs ~0.4 ms of Python per call, and the logger
             # writes this step's value either way (on_step logging keeps no history between log steps).
             self.log("train_loss", loss, prog_bar=True)
@@ -139,22 +134,6 @@ class LitGPT(L.LightningModule):
         # Already equal on every rank; sync_dist only averages identical values (and silences Lightning's warning).
         self.log("val_loss", loss, prog_bar=True, sync_dist=True)
         self.log("val_bpc", loss / math.log(2), sync_dist=True)  # bits per character
-
-    def check_finite(self) -> None:
-        """Stop, naming the first step whose train_loss was not finite (one sync, agreed across devices)."""
-        first_bad = self.trainer.strategy.reduce(self._first_bad_step.float(), reduce_op="max")
-        if first_bad >= 0:
-            raise LitGPTError(
-                f"train_loss is not finite at step {int(first_bad)}; training stopped, and the last checkpoint was "
-                f"kept. Try a lower --model.learning_rate or --trainer.gradient_clip_val"
-            )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._first_bad_step is not None:
-            self.check_finite()  # never write weights that a non-finite step has touched
-
-    def on_train_start(self) -> None:
-        self._first_bad_step = torch.tensor(-1, device=self.device)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
