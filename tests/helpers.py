@@ -227,13 +227,16 @@ class FakeSlowValidation(Callback):
 
 
 class SlowSteps(Callback):
-    """Sleep ``seconds`` before every training step from ``from_step`` on: a window in which to send signals."""
+    """Sleep ``seconds`` before every training step from ``from_step`` on: a window in which to send signals. With
+    ``announce``, that file is created as the first sleep begins (a test polls for it)."""
 
-    def __init__(self, seconds: float, from_step: int = 0) -> None:
-        self.seconds, self.from_step = seconds, from_step
+    def __init__(self, seconds: float, from_step: int = 0, announce: Optional[str] = None) -> None:
+        self.seconds, self.from_step, self.announce = seconds, from_step, announce
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
         if trainer.global_step >= self.from_step:
+            if self.announce is not None:
+                Path(self.announce).touch()
             time.sleep(self.seconds)
 
 

@@ -147,6 +147,23 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 
 
 @pytest.mark.slow
+def fault_rng() -> random.Random:
+    """The random fault moments' generator, its seed printed (pytest shows it with a failure): FAULT_SEED=N replays."""
+    seed = int(os.environ.get("FAULT_SEED") or random.randrange(1, 2**31))
+    print(f"fault moments drawn with FAULT_SEED={seed}")
+    return random.Random(seed)
+
+
+def wait_until(condition, timeout: float = 60.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpus_path: Path, tmp_path: Path) -> None:
     """Fault test: SIGKILL a real training process 3 times at random moments, resume each time with
     --ckpt_path last, and compare every logged loss with an uninterrupted run."""
@@ -159,7 +176,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpu
     record = tmp_path / "killed.txt"
     record.touch()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
-    rng = random.Random(int(os.environ.get("FAULT_SEED", "0")) or None)
+    rng = fault_rng()
     killed_at = []
     for attempt in range(kills + 1):
         resume = ["--ckpt_path", "last"] if attempt else []
@@ -247,7 +264,7 @@ def test_sigint_and_sigterm_at_random_moments_save_and_resume_exactly(corpus_pat
 
     record = tmp_path / "stopped.txt"
     record.touch()
-    rng = random.Random(int(os.environ.get("FAULT_SEED", "0")) or None)
+    rng = fault_rng()
     cmd = [sys.executable, "train.py", *args(corpus_path, tmp_path / "b", record, *base)]
     stopped_at = []
     for attempt, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGINT, None]):
@@ -281,12 +298,14 @@ def test_a_second_ctrl_c_stops_at_once(corpus_path: Path, tmp_path: Path) -> Non
     once, by SIGINT itself (exit status 130 in a shell), keeping the last complete last.ckpt."""
     record = tmp_path / "r.txt"
     record.touch()
-    slow = '--trainer.callbacks+={"class_path": "helpers.SlowSteps", "init_args": {"seconds": 2.0, "from_step": 8}}'
-    proc = start([sys.executable, "train.py", *args(corpus_path, tmp_path, record, slow)], tmp_path / "log")
-    wait_for_steps(record, proc, 8)  # steps 1..8 done; step 9 sleeps 2 s before it runs
-    time.sleep(0.3)
+    sleeping = tmp_path / "sleeping"
+    slow = json.dumps({"class_path": "helpers.SlowSteps",
+                       "init_args": {"seconds": 2.0, "from_step": 8, "announce": str(sleeping)}})
+    proc = start([sys.executable, "train.py", *args(corpus_path, tmp_path, record, f"--trainer.callbacks+={slow}")],
+                 tmp_path / "log")
+    assert wait_until(sleeping.exists)  # steps 1..8 done; step 9 sleeps 2 s before it runs
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    assert wait_until(lambda: "SIGINT received" in (tmp_path / "log").read_text())
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == -signal.SIGINT
     err = (tmp_path / "log").read_text()
@@ -313,12 +332,15 @@ def test_sigterm_stops_every_ddp_process_at_the_same_step(corpus_path: Path, tmp
     step = int(STOPPED.match(lines[0]).group(2))
     assert step % 5 == 0 and step == max(s for _, s in read_losses(record))
     assert torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
-    time.sleep(1)
-    left = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if str(record).encode() in cmdline.read_bytes():
-                left.append(cmdline.parent.name)
-        except OSError:  # the process ended while we looked
-            pass
-    assert not left, f"processes left behind: {left}"
+
+    def left_behind() -> list[str]:
+        left = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if str(record).encode() in cmdline.read_bytes():
+                    left.append(cmdline.parent.name)
+            except OSError:  # the process ended while we looked
+                pass
+        return left
+
+    assert wait_until(lambda: not left_behind(), timeout=10), f"processes left behind: {left_behind()}"

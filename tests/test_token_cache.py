@@ -105,15 +105,18 @@ def slow_build(*args):
     time.sleep(1.5)
     real(*args)
 tc.build_cache = slow_build
+start = time.time()
 ids, _ = tc.load_tokens({str(path)!r}, {str(cache)!r})
-print(len(built), int(ids.sum()), len(ids))
+print(len(built), int(ids.sum()), len(ids), start, time.time())
 """
     procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sorted(int(o[0]) for o in outputs) == [0, 1]  # exactly one of them built the cache
-    assert outputs[0][1:] == outputs[1][1:]
+    builder, waiter = sorted(outputs, key=lambda o: -int(o[0]))
+    assert float(waiter[3]) < float(builder[4])  # they overlapped: the waiter asked while the build ran
+    assert outputs[0][1:3] == outputs[1][1:3]
     assert len(list(cache.glob(".*tmp*"))) == 0
 
 
