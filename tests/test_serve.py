@@ -187,6 +187,19 @@ def test_a_bad_request_gets_a_4xx_json_error_naming_the_problem(server: Server, 
 
 
 @pytest.mark.slow  # a server process
+def test_a_client_that_goes_away_mid_stream_does_not_harm_the_server(server: Server, checkpoint: Path) -> None:
+    for _ in range(3):  # more abandoned streams than workers
+        conn = server.connection()
+        conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "A", "max_new_tokens": 3000,
+                                                                  "stream": True}))
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.readline())["text"]
+        conn.close()  # gone, mid-stream
+    status, _, body = server.complete(prompt="ROMEO:", max_new_tokens=20, seed=5)
+    assert status == 200 and json.loads(body)["text"] == sampled(checkpoint, "ROMEO:", 20, 5)
+
+
+@pytest.mark.slow  # a server process
 def test_get_on_the_api_is_405_and_the_page_is_at_the_root(server: Server) -> None:
     assert server.request("GET", "/v1/completions")[0] == 405
     status, headers, page = server.request("GET", "/")
