@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-NANOGPT = ROOT.parent / "shared" / "anchors" / "nanoGPT"
+NANOGPT = Path(os.environ.get("NANOGPT_DIR", ROOT.parent / "shared" / "anchors" / "nanoGPT"))
 NANOGPT_CPU_COMMAND = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
                        "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
                        "--lr_decay_iters=2000", "--dropout=0.0"]  # ANCHOR.md's CPU recipe

@@ -38,12 +38,10 @@ def write_checkpoint(path: Path) -> None:
 def tokens_per_second(gen: TextGenerator, n: int, repeats: int, **kwargs) -> float:
     times = []
     for _ in range(repeats):
-        if gen.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = common.clock(gen.device)
         for _ in gen.stream(PROMPT, max_new_tokens=n, seed=1337, **kwargs):
             pass  # each character is already on the host: stream() calls .tolist() per step
-        times.append(time.perf_counter() - start)
+        times.append(common.clock(gen.device) - start)
     return n / statistics.median(times)
 
 

@@ -42,7 +42,7 @@ def shell_commands(text: str) -> list[str]:
             if tokens:
                 commands.append(shlex.join(tokens))
     outside = re.sub(r"```.*?```", "", text, flags=re.S)
-    for code in re.findall(r"`([^`\n]+)`", outside):
+    for code in (" ".join(c.split()) for c in re.findall(r"`([^`]+)`", outside)):  # a span may wrap a line
         if code.startswith(STARTS) and not code.endswith(("...", "…")) and without_env_and_wrappers(code.split()):
             commands.append(code)
     return commands
