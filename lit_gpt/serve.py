@@ -10,23 +10,18 @@ once, then what was generated in each 20 ms), ..., then ``{"done": true, "seed":
 ``sample.py`` gives. ``GET /`` is the page. A bad request gets a 4xx answer ``{"error": "..."}`` naming the problem.
 """
 
-import argparse
 import json
 import math
 import os
 import random
-import signal
-import socket
-import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import litserve as ls
 import torch
 from starlette.responses import HTMLResponse, JSONResponse
 
-from lit_gpt.errors import LitGPTError
 from lit_gpt.files import read_checkpoint
 from lit_gpt.generate import TextGenerator, resolve_device
 
@@ -216,53 +211,3 @@ def build_server(checkpoint: str, device: str = "auto", workers: int = 1, timeou
     return ls.LitServer(CompletionAPI(checkpoint, workers), accelerator=accelerator, devices=devices,
                         workers_per_device=workers, timeout=timeout,
                         middlewares=[(CompletionChecks, {"vocab": vocab}), Page])
-
-
-def check_port(host: str, port: int) -> None:
-    """One line, before any worker starts, if the address cannot be listened on (LitServe would fail in a child)."""
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as err:
-        raise LitGPTError(f"cannot listen on {host}:{port} ({err.strerror or err}); pick another --port or --host")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="serve.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:1'")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes generating at once, each with its own copy of the model")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds a request may wait for a free worker before it is answered 504")
-    return parser
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    """Parse ``argv``, check the checkpoint and serve until SIGINT or SIGTERM."""
-    args = build_parser().parse_args(argv)
-    try:
-        if not 1 <= args.port <= 65535:
-            raise LitGPTError(f"--port must be from 1 to 65535, got {args.port}")
-        if args.workers < 1:
-            raise LitGPTError(f"--workers must be at least 1, got {args.workers}")
-        server = build_server(args.checkpoint, args.device, args.workers, args.timeout)
-        check_port(args.host, args.port)
-    except LitGPTError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"lit_gpt: serving {args.checkpoint} on http://{args.host}:{args.port}/ (API: POST {API_PATH}); "
-          f"Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
-    # LitServe shuts its workers down on KeyboardInterrupt but not on SIGTERM (it would leave them running): the same.
-    main_pid = os.getpid()
-
-    def stop(signum: int, frame: Any) -> None:
-        if os.getpid() == main_pid:  # not in a process forked from this one
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
-    print("lit_gpt: server stopped", file=sys.stderr, flush=True)

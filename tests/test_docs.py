@@ -19,7 +19,8 @@ import pytest
 from lit_gpt.cli import cli_main
 from lit_gpt.files import read_checkpoint
 from lit_gpt.sample_cli import main as sample_main
-from lit_gpt.serve import build_parser as serve_parser, check_request
+from lit_gpt.serve import check_request
+from lit_gpt.serve_cli import build_parser as serve_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -20,7 +20,7 @@ import pytest
 from helpers import assert_one_line_error
 from lit_gpt.cli import cli_main
 from lit_gpt.sample_cli import SEPARATOR, run as sample_run
-from lit_gpt.serve import main as serve_main
+from lit_gpt.serve_cli import main as serve_main
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,3 +248,16 @@ def test_a_bad_start_is_one_error_line_and_exit_2(checkpoint: Path, tmp_path: Pa
         with pytest.raises(SystemExit) as exit_info:
             serve_main(filled)
     assert_one_line_error(capsys, exit_info, message)
+
+
+def test_without_litserve_the_command_says_how_to_install_it(checkpoint: Path, capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import lit_gpt.serve_cli
+
+    real = lit_gpt.serve_cli.importlib.util.find_spec
+    monkeypatch.setattr(lit_gpt.serve_cli.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "litserve" else real(name, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        serve_main(["--checkpoint", str(checkpoint)])
+    assert_one_line_error(capsys, exit_info, r'serving needs LitServe, an optional extra: pip install -e "\.\[serve\]"')
+
