@@ -6,8 +6,9 @@
 ``top_k`` (200), ``top_p`` (null), ``seed`` (null: a random one, returned so the text can be had again) and
 ``stream`` (false). It answers ``{"text": ..., "seed": ...}`` (application/json), or with ``"stream": true`` one JSON
 object per line as the characters are generated (application/x-ndjson): ``{"text": "R"}`` (the first character at
-once, then what was generated in each 20 ms), ..., then ``{"done": true, "seed": ...}``. ``text`` is the continuation only; the same prompt, settings and seed give the text
-``sample.py`` gives. ``GET /`` is the page. A bad request gets a 4xx answer ``{"error": "..."}`` naming the problem.
+once, then what was generated in each 20 ms), ..., then ``{"done": true, "seed": ...}``. ``text`` is the
+continuation only; the same prompt, settings and seed give the text ``sample.py`` gives. ``GET /`` is the page. A bad
+request gets a 4xx answer ``{"error": "..."}`` naming the problem. The command line is in ``serve_cli.py``.
 """
 
 import json
