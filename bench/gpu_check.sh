@@ -32,7 +32,8 @@ run() {  # run NAME COMMAND...: its output to $OUT/NAME.log, its status on stdou
 
 case $STEP in
 tests)
-  run pytest python3 -m pytest -q -rA -p no:cacheprovider tests/test_cuda.py --junitxml="$OUT/junit.xml"
+  run pytest python3 -m pytest -q -rA -p no:cacheprovider -m "slow or not slow" tests/test_cuda.py \
+    --junitxml="$OUT/junit.xml"
   run checkpoint_speed python3 bench/checkpoint_speed.py --config $RECIPE --steps 60 --saves 5
   run sample_speed python3 bench/sample_speed.py --device $DEVICE --repeats 3 ;;
 ttq)

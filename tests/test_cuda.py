@@ -33,6 +33,7 @@ def callback(class_path: str, **init_args) -> str:
     return "--trainer.callbacks+=" + json.dumps({"class_path": class_path, "init_args": init_args})
 
 
+@pytest.mark.slow  # compiles
 @pytest.mark.parametrize("accelerator", DEVICES)
 def test_validations_with_the_monitor_compile_nothing_new(corpus_path: Path, tmp_path: Path, accelerator: str) -> None:
     """A compiled run (bf16-mixed on a GPU) with samples and attention maps at every validation: after the first

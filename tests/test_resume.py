@@ -146,7 +146,6 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-@pytest.mark.slow
 def fault_rng() -> random.Random:
     """The random fault moments' generator, its seed printed (pytest shows it with a failure): FAULT_SEED=N replays."""
     seed = int(os.environ.get("FAULT_SEED") or random.randrange(1, 2**31))
@@ -164,6 +163,7 @@ def wait_until(condition, timeout: float = 60.0) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpus_path: Path, tmp_path: Path) -> None:
     """Fault test: SIGKILL a real training process 3 times at random moments, resume each time with
     --ckpt_path last, and compare every logged loss with an uninterrupted run."""
