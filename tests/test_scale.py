@@ -202,3 +202,18 @@ def test_a_requeued_command_with_ckpt_path_last_starts_fresh_then_resumes(corpus
     assert sorted(n for kind, n in read_losses(legs) if kind == "batch0") == list(range(7))
     cli_main([*requeued, "--trainer.max_steps", "12"])  # the same command again
     assert read_losses(straight) == read_losses(legs)
+
+
+def test_a_cluster_environment_the_user_gives_is_left_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from lit_gpt.cli import without_slurm_auto_requeue
+
+    for name, value in SLURM_JOB.items():
+        monkeypatch.setenv(name, value)
+    chosen = SLURMEnvironment(auto_requeue=True)
+    assert without_slurm_auto_requeue([chosen]) is None and without_slurm_auto_requeue(LightningEnvironment()) is None
+    (added,) = without_slurm_auto_requeue(None)
+    assert isinstance(added, SLURMEnvironment) and not added.auto_requeue
+    monkeypatch.delenv("SLURM_NTASKS")
+    assert without_slurm_auto_requeue(None) is None  # not under SLURM: nothing changes
