@@ -15,7 +15,8 @@ from torchmetrics.aggregation import MeanMetric
 from helpers import assert_one_line_error
 from lit_gpt import checkpointing, files
 from lit_gpt.checkpointing import AtomicCheckpointIO
-from lit_gpt.cli import bf16_supported, cli_main
+from lit_gpt.cli import cli_main
+from lit_gpt.devices import bf16_supported
 from lit_gpt.errors import LitGPTError
 from lit_gpt.generate import resolve_device
 from lit_gpt.module import compiles_by_default, metric_dtype

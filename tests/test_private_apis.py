@@ -6,15 +6,15 @@ import inspect
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
-from lit_gpt import cli
+from lit_gpt import cli, devices
 from lit_gpt.checkpointing import ResumedLogStep
 
 
 def test_the_spawn_launcher_is_the_class_the_cli_looks_for() -> None:
     """EndSpawnedProcessGroup recognises the processes that ddp_spawn started by their launcher's class."""
-    assert cli._MultiProcessingLauncher is not None
+    assert devices._MultiProcessingLauncher is not None
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False)
-    assert isinstance(trainer.strategy.launcher, cli._MultiProcessingLauncher)
+    assert isinstance(trainer.strategy.launcher, devices._MultiProcessingLauncher)
 
 
 def test_the_logging_step_counter_is_where_resumed_log_step_sets_it() -> None:

@@ -207,7 +207,7 @@ def test_a_requeued_command_with_ckpt_path_last_starts_fresh_then_resumes(corpus
 def test_a_cluster_environment_the_user_gives_is_left_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-    from lit_gpt.cli import without_slurm_auto_requeue
+    from lit_gpt.devices import without_slurm_auto_requeue
 
     for name, value in SLURM_JOB.items():
         monkeypatch.setenv(name, value)
