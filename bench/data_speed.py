@@ -25,9 +25,8 @@ from pathlib import Path
 
 import common
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-NANOGPT_PREPARE = SHARED / "anchors" / "nanoGPT" / "data" / "shakespeare_char" / "prepare.py"
+ROOT = common.ROOT
+NANOGPT_PREPARE = common.NANOGPT / "data" / "shakespeare_char" / "prepare.py"
 
 # Run in a child process: prints one JSON line with seconds, peak MB above baseline, private MB.
 PROBE = r"""
