@@ -17,13 +17,13 @@ import os
 import random
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Iterator
 
 import litserve as ls
 import torch
 from starlette.responses import HTMLResponse, JSONResponse
 
-from lit_gpt.files import read_checkpoint
 from lit_gpt.generate import TextGenerator, resolve_device
 
 API_PATH = "/v1/completions"
@@ -52,9 +52,12 @@ def check_request(body: Any, vocab: set[str]) -> dict[str, Any]:
     problems = []
     prompt = request.get("prompt")
 
-    def number(name: str, kind: type, ok: bool, rule: str) -> None:
+    def number(name: str, kind: type | tuple[type, ...], ok: Callable[[Any], bool], rule: str,
+               nullable: bool = False) -> None:
         value = request[name]
-        if isinstance(value, bool) or not isinstance(value, kind) or not ok:
+        if value is None and nullable:
+            return
+        if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
             problems.append(f"{name} must be {rule}, got {json.dumps(value)}")
 
     if not isinstance(prompt, str):
@@ -66,19 +69,12 @@ def check_request(body: Any, vocab: set[str]) -> dict[str, Any]:
         if missing:
             problems.append(f"prompt has {len(missing)} character(s) outside the model's vocabulary: "
                             + ", ".join(json.dumps(c, ensure_ascii=False) for c in missing))
-    n = request["max_new_tokens"]
-    number("max_new_tokens", int, isinstance(n, int) and 1 <= n <= LIMITS["max_new_tokens"],
+    number("max_new_tokens", int, lambda n: 1 <= n <= LIMITS["max_new_tokens"],
            f"an integer from 1 to {LIMITS['max_new_tokens']}")
-    t = request["temperature"]
-    number("temperature", (int, float), isinstance(t, (int, float)) and 0 <= t <= 100, "a number from 0 to 100")
-    if request["top_k"] is not None:
-        number("top_k", int, isinstance(request["top_k"], int) and request["top_k"] >= 1, "an integer >= 1 or null")
-    if request["top_p"] is not None:
-        p = request["top_p"]
-        number("top_p", (int, float), isinstance(p, (int, float)) and 0 < p <= 1, "a number in (0, 1] or null")
-    if request["seed"] is not None:
-        s = request["seed"]
-        number("seed", int, isinstance(s, int) and 0 <= s < 2**63, "an integer from 0 to 2**63 - 1 or null")
+    number("temperature", (int, float), lambda t: 0 <= t <= 100, "a number from 0 to 100")
+    number("top_k", int, lambda k: k >= 1, "an integer >= 1 or null", nullable=True)
+    number("top_p", (int, float), lambda p: 0 < p <= 1, "a number in (0, 1] or null", nullable=True)
+    number("seed", int, lambda s: 0 <= s < 2**63, "an integer from 0 to 2**63 - 1 or null", nullable=True)
     if not isinstance(request["stream"], bool):
         problems.append(f"stream must be true or false, got {json.dumps(request['stream'])}")
     if problems:
@@ -203,9 +199,9 @@ class CompletionAPI(ls.LitAPI):
 
 
 def build_server(checkpoint: str, device: str = "auto", workers: int = 1, timeout: float = 120.0) -> ls.LitServer:
-    """The LitServer for ``checkpoint``, its vocabulary read here: one ``error:`` line if it is not a lit_gpt one."""
-    vocab = read_checkpoint(checkpoint)["hyper_parameters"]["vocab"]
-    TextGenerator.from_checkpoint(checkpoint, "cpu")  # the weights load: a broken file fails here, not in a worker
+    """The LitServer for ``checkpoint``, loaded here once (its vocabulary for the checks): one ``error:`` line if it
+    is not a lit_gpt checkpoint, here rather than in a worker."""
+    vocab = TextGenerator.from_checkpoint(checkpoint, "cpu").tokenizer.chars
     resolved = resolve_device(device)
     accelerator = resolved.type if resolved.type in ("cpu", "cuda", "mps") else "auto"
     devices = 1 if resolved.index is None else [resolved.index]
