@@ -43,6 +43,18 @@ def synthetic_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The debug recipe's last.ckpt after 10 steps on the corpus: a checkpoint to sample from and serve."""
+    from lit_gpt.cli import cli_main
+
+    runs = tmp_path_factory.mktemp("tiny_runs")
+    cli_main(["fit", "--config", str(ROOT / "configs" / "debug.yaml"), "--data.path", str(corpus_path),
+              "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(runs),
+              "--trainer.max_steps", "10"])
+    return runs / "debug" / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def token_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
     """The token cache (default ~/.cache/lit_gpt/tokens) goes to a folder of this test session, never the user's."""

@@ -5,6 +5,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,6 +15,33 @@ import lightning as L
 import torch
 import pytest
 from lightning.pytorch.callbacks import Callback
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 60.0, interval: float = 0.01) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def start_process(cmd: list[str], log: Path, cwd: Path = ROOT, **env: str) -> subprocess.Popen:
+    """``cmd`` as a user runs it, from ``cwd``, with these tests' callbacks importable (``helpers.*``); stderr to
+    ``log``, stdout dropped."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), **env}
+    with open(log, "wb") as log_file:
+        return subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=log_file, cwd=cwd)
 
 
 class LossRecorder(Callback):

@@ -52,15 +52,6 @@ def shell_commands(text: str) -> list[str]:
 COMMANDS = sorted({(page.name, c) for page in PAGES for c in shell_commands(page.read_text(encoding="utf-8"))})
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    cli_main(["fit", "--config", str(ROOT / "configs" / "debug.yaml"), "--data.path", str(corpus_path),
-              "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(runs),
-              "--trainer.max_steps", "5"])
-    return runs / "debug" / "checkpoints" / "last.ckpt"
-
-
 def check_train(args: list[str]) -> None:
     """The arguments of ``train.py`` parse: LightningCLI prints the resolved config and exits 0."""
     if args[:1] in (["--help"], ["fit", "--help"]) or args[-1:] == ["--help"]:

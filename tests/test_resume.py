@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_one_line_error, read_losses
+from helpers import assert_one_line_error, read_losses, start_process as start, wait_until
 from lit_gpt.checkpointing import AtomicCheckpointIO
 from lit_gpt.errors import CheckpointWriteError
 from lit_gpt.cli import cli_main
@@ -153,16 +153,6 @@ def fault_rng() -> random.Random:
     return random.Random(seed)
 
 
-def wait_until(condition, timeout: float = 60.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpus_path: Path, tmp_path: Path) -> None:
     """Fault test: SIGKILL a real training process 3 times at random moments, resume each time with
@@ -175,21 +165,16 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpu
 
     record = tmp_path / "killed.txt"
     record.touch()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
     rng = fault_rng()
     killed_at = []
     for attempt in range(kills + 1):
         resume = ["--ckpt_path", "last"] if attempt else []
         cmd = [sys.executable, str(ROOT / "train.py"), *args(corpus_path, tmp_path / "b", record, *base, *resume)]
         log = tmp_path / f"attempt{attempt}.log"
-        with open(log, "wb") as log_file:
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+        proc = start(cmd, log)
         if attempt < kills:
-            done = len(read_losses(record))
-            target = done + rng.randint(3, 30)  # a random number of further steps, then a random extra delay
-            deadline = time.monotonic() + 120
-            while len(read_losses(record)) < target and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
+            # A random number of further steps, then a random extra delay.
+            wait_for_steps(record, proc, len(read_losses(record)) + rng.randint(3, 30))
             time.sleep(rng.uniform(0, 0.05))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -240,16 +225,9 @@ def test_resumed_run_logs_every_point_at_the_straight_runs_step(straight_run: di
 STOPPED = re.compile(r"^stopped by (SIGINT|SIGTERM) after step (\d+); (.+) holds that step\. Resume with: (.+)$")
 
 
-def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
-    with open(log, "wb") as log_file:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log_file, cwd=ROOT)
-
-
 def wait_for_steps(record: Path, proc: subprocess.Popen, target: int) -> None:
-    deadline = time.monotonic() + 120
-    while len(read_losses(record)) < target and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """Until ``target`` losses are recorded, or the process has ended (120 s at most)."""
+    wait_until(lambda: len(read_losses(record)) >= target or proc.poll() is not None, timeout=120)
 
 
 @pytest.mark.slow

@@ -1,8 +1,6 @@
 """Several devices and nodes: gradient accumulation, per-rank dropout, multi-node DDP, torchrun, FSDP refused."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_one_line_error, read_losses
+from helpers import assert_one_line_error, free_port, read_losses, start_process
 from lit_gpt.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,18 +83,10 @@ def test_a_non_finite_validation_loss_is_reported_not_averaged_away(corpus_path:
     assert torch.isnan(val_loss) if poison else torch.isfinite(val_loss)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(cmd: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     """A training process as a user starts it, from its own working directory (its runs/ and its log there)."""
     cwd.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), **env}
-    with open(cwd / "log", "wb") as log:
-        return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.DEVNULL, stderr=log)
+    return start_process(cmd, cwd / "log", cwd, **env)
 
 
 def finish(procs: list[subprocess.Popen], dirs: list[Path]) -> None:

@@ -11,34 +11,22 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from helpers import assert_one_line_error
-from lit_gpt.cli import cli_main
+from helpers import assert_one_line_error, free_port, wait_until
 from lit_gpt.sample_cli import SEPARATOR, run as sample_run
 from lit_gpt.serve_cli import main as serve_main
 
 
 ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    cli_main(["fit", "--config", DEBUG, "--data.path", str(corpus_path), "--trainer.enable_progress_bar", "false",
-              "--trainer.logger.init_args.save_dir", str(runs), "--trainer.max_steps", "10"])
-    return runs / "debug" / "checkpoints" / "last.ckpt"
+def checkpoint(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
 
 
 class Server:
@@ -51,10 +39,8 @@ class Server:
             self.proc = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--checkpoint", str(checkpoint),
                                           "--port", str(self.port), *extra], stdout=out, stderr=out,
                                          start_new_session=True)
-        deadline = time.monotonic() + 90
-        while not self.healthy():
-            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+        wait_until(lambda: self.healthy() or self.proc.poll() is not None, timeout=90, interval=0.1)
+        assert self.healthy(), log.read_text()[-3000:]
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
@@ -223,10 +209,8 @@ def test_sigterm_stops_the_server_and_its_workers_with_status_0(checkpoint: Path
             except ProcessLookupError:
                 return False
 
-        deadline = time.monotonic() + 10
-        while group_left() and time.monotonic() < deadline:  # workers and API server end with it
-            time.sleep(0.05)
-        assert not group_left(), "processes of the server are left"
+        # The workers and the API server end with it.
+        assert wait_until(lambda: not group_left(), timeout=10, interval=0.05), "processes of the server are left"
     finally:
         running.stop()
 
