@@ -1,13 +1,11 @@
-"""Sampling speed: KV cache vs. the cache-free loop, side by side in one run.
+"""Sampling speed, the KV cache against the cache-free loop, side by side in one run.
 
     python bench/sample_speed.py [--device cpu] [--repeats 3] [--checkpoint PATH]
 
-Builds a checkpoint of the shakespeare_char architecture (6 layers, 6 heads, 384 wide, block 256; random weights,
-65 characters) in a temporary directory, loads it through the public API, and prints tokens/s (median of the
-repeats) and ratios for:
-  1. filling the window: block_size - len(prompt) new characters from a short prompt, cached vs cache-free;
-  2. 1000 new characters: cache-free vs exact mode vs windowed mode (window_shift = block_size / 2).
-With --checkpoint, it also prints how long after loading that checkpoint the first character is ready.
+On the default recipe's architecture (6 x 6 x 384, block 256, random weights, tiny Shakespeare's 65 characters),
+through the public API: tokens/s (median of the repeats) filling the window after a short prompt, cache-free and
+cached, and for ``--long`` characters cache-free, exact (cached) and windowed (shift block / 2). With
+``--checkpoint``, also the time to load it and to its first character.
 """
 
 import argparse
@@ -24,15 +22,18 @@ from lit_gpt.generate import TextGenerator
 from lit_gpt.model import GPT
 
 PROMPT = "ROMEO:\n"
-CHARS = sorted(set("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))  # tiny Shakespeare's 65
+CHARS = sorted(set("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
 
-def write_checkpoint(path: Path) -> None:
+def random_generator(device: str) -> TextGenerator:
+    """The default recipe's GPT with random weights, saved as a checkpoint and loaded as sample.py loads one."""
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=len(CHARS), block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
-    model = GPT(config)
-    torch.save({"hyper_parameters": {"config": vars(config), "vocab": CHARS, "arch": "gpt"},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    state = {f"model.{k}": v for k, v in GPT(config).state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"hyper_parameters": {"config": vars(config), "vocab": CHARS, "arch": "gpt"}, "state_dict": state},
+                   Path(tmp) / "random.ckpt")
+        return TextGenerator.from_checkpoint(Path(tmp) / "random.ckpt", device=device)
 
 
 def tokens_per_second(gen: TextGenerator, n: int, repeats: int, **kwargs) -> float:
@@ -40,7 +41,7 @@ def tokens_per_second(gen: TextGenerator, n: int, repeats: int, **kwargs) -> flo
     for _ in range(repeats):
         start = common.clock(gen.device)
         for _ in gen.stream(PROMPT, max_new_tokens=n, seed=1337, **kwargs):
-            pass  # each character is already on the host: stream() calls .tolist() per step
+            pass  # each character is already on the host
         times.append(common.clock(gen.device) - start)
     return n / statistics.median(times)
 
@@ -53,39 +54,23 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="also time the first character after loading this .ckpt")
     args = parser.parse_args()
     print(common.machine_line())
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "shakespeare_char_random.ckpt"
-        write_checkpoint(path)
-        gen = TextGenerator.from_checkpoint(path, device=args.device)
+    gen = random_generator(args.device)
     block = gen.model.block_size
-    print(f"device: {gen.device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
-          f"model 6x6x384, block {block}; median of {args.repeats}")
+    print(f"device {gen.device}; model 6 x 6 x 384, block {block}; tokens/s, median of {args.repeats}")
     tokens_per_second(gen, 8, 1)  # warm-up
-
-    fill = block - len(PROMPT)
-    free = tokens_per_second(gen, fill, args.repeats, use_cache=False)
-    cached = tokens_per_second(gen, fill, args.repeats)
-    print(f"\n1. fill the window ({fill} new characters after a {len(PROMPT)}-character prompt)")
-    print(f"   cache-free   {free:9.1f} tokens/s   1.00x")
-    print(f"   KV cache     {cached:9.1f} tokens/s   {cached / free:5.2f}x")
-
-    shift = block // 2
-    free = tokens_per_second(gen, args.long, args.repeats, use_cache=False)
-    exact = tokens_per_second(gen, args.long, args.repeats)
-    windowed = tokens_per_second(gen, args.long, args.repeats, window_shift=shift)
-    print(f"\n2. {args.long} new characters")
-    print(f"   cache-free               {free:9.1f} tokens/s   1.00x")
-    print(f"   exact (cache, default)   {exact:9.1f} tokens/s   {exact / free:5.2f}x")
-    print(f"   windowed (shift {shift})    {windowed:9.1f} tokens/s   {windowed / free:5.2f}x")
-
+    measurements = {f"fill the window ({block - len(PROMPT)} characters after a {len(PROMPT)}-character prompt)":
+                    (block - len(PROMPT), {"cache-free": {"use_cache": False}, "KV cache": {}}),
+                    f"{args.long} new characters": (args.long, {"cache-free": {"use_cache": False}, "exact": {},
+                                                                "windowed": {"window_shift": block // 2}})}
+    for title, (n, modes) in measurements.items():
+        speeds = {mode: tokens_per_second(gen, n, args.repeats, **kwargs) for mode, kwargs in modes.items()}
+        print(title + ": " + ", ".join(f"{mode} {s:.1f} ({s / speeds['cache-free']:.2f}x)" for mode, s in speeds.items()))
     if args.checkpoint:
         start = time.perf_counter()
         gen = TextGenerator.from_checkpoint(args.checkpoint, device=args.device)
         loaded = time.perf_counter()
         next(iter(gen.stream(PROMPT, max_new_tokens=500)))
-        first = time.perf_counter()
-        print(f"\n{args.checkpoint}: loaded in {loaded - start:.3f} s; first character {first - loaded:.3f} s later")
+        print(f"{args.checkpoint}: loaded in {loaded - start:.3f} s; first character {time.perf_counter() - loaded:.3f} s later")
 
 
 if __name__ == "__main__":
