@@ -31,8 +31,8 @@ class NonFiniteGuard(Callback):
                            batch_idx: int) -> None:
         bad = ~torch.isfinite(outputs["loss"].detach())
         self._first_bad = torch.where(bad & (self._first_bad < 0), self._step, self._first_bad)
-        if is_log_step(trainer, self._step):
-            self.check(trainer)
+        if trainer.global_step != self._step and is_log_step(trainer, self._step):
+            self.check(trainer)  # once per logged optimizer step: on its last batch, with gradient accumulation
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:

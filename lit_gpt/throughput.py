@@ -74,6 +74,7 @@ class TokenThroughput(Callback):
         self._throughput.reset()
         self._start, self._paused = clock(), None
         self._steps, self._samples, self._tokens, self._flops = 0, 0, 0, 0
+        self._step_seen = trainer.global_step  # global_step at the end of the previous training batch
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -81,9 +82,10 @@ class TokenThroughput(Callback):
         self._samples += batch_size(batch)
         self._tokens += batch_tokens(batch)
         self._flops += self._flops_per_batch
+        stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
         step = trainer.global_step - 1  # the step just done, as Lightning logs it
-        if not trainer.is_global_zero or not is_log_step(trainer, step):
-            return
+        if not stepped or not trainer.is_global_zero or not is_log_step(trainer, step):
+            return  # with gradient accumulation, only the batch that completes an optimizer step logs
         self._synchronize(trainer)  # the clock must see the work done, not just launched
         self._throughput.update(time=clock() - self._start, batches=self._steps, samples=self._samples,
                                 lengths=self._tokens, flops=self._flops or None)

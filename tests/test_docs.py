@@ -25,7 +25,7 @@ from lit_gpt.serve_cli import build_parser as serve_parser
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 STARTS = ("python ", "python3 ", "pip ", "bash ", "tensorboard ", "torchrun ", "curl ", "lit-gpt-", "srun ",
-          "for ", "FAULT_SEED=", "MASTER_ADDR=", "GPU_CHECK_DRY=", "LIT_GPT_TEST_SYNTHETIC=", "/usr/bin/time ")
+          "for ", "FAULT_SEED=", "MASTER_ADDR=", "GPU_CHECK_DRY=", "LIT_GPT_TEST_SYNTHETIC=", "LIT_GPT_SCREENSHOT=", "/usr/bin/time ")
 
 
 def without_env_and_wrappers(tokens: list[str]) -> list[str]:

@@ -156,3 +156,23 @@ def test_throughput_leaves_validation_time_out(corpus_path: Path, tmp_path: Path
         '--trainer.callbacks+={"class_path": "helpers.FakeSlowValidation", "init_args": {"seconds": 0.4}}')
     train_time = events(tmp_path / "debug").Scalars("train/time")[-1].value
     assert train_time == pytest.approx(2.0)
+
+
+def test_with_gradient_accumulation_throughput_and_the_guard_act_once_per_logged_optimizer_step(
+        corpus_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With accumulate_grad_batches 2 the batch after a logged step has the same global_step: only the batch that
+    completes the optimizer step logs throughput (every batch still counted) and checks the loss, as without."""
+    from lit_gpt.guard import NonFiniteGuard
+
+    checked = []
+    check = NonFiniteGuard.check
+    monkeypatch.setattr(NonFiniteGuard, "check", lambda self, trainer: checked.append(trainer.global_step) or
+                        check(self, trainer))
+    fit(corpus_path, tmp_path / "one", "--trainer.log_every_n_steps", "5")
+    once, checked[:] = list(checked), []
+    fit(corpus_path, tmp_path / "two", "--trainer.log_every_n_steps", "5", "--trainer.accumulate_grad_batches", "2",
+        "--trainer.val_check_interval", "20")  # batches: a validation every 10 optimizer steps, as in the first run
+    assert checked == once and 5 in once  # the same optimizer steps (logged steps and saves), each once
+    ea = events(tmp_path / "two" / "debug")
+    assert [e.step for e in ea.Scalars("train/device/items_per_sec")] == [9, 14, 19]
+    assert [(e.step, e.value) for e in ea.Scalars("train/batches")] == [(4, 10), (9, 20), (14, 30), (19, 40)]

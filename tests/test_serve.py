@@ -193,6 +193,30 @@ def test_get_on_the_api_is_405_and_the_page_is_at_the_root(server: Server) -> No
     assert b'id="generate"' in page and b'fetch("/v1/completions"' in page and b"stream: true" in page
 
 
+@pytest.mark.slow  # a server process and a browser
+def test_the_page_streams_a_completion_in_a_real_browser(server: Server) -> None:
+    """Headless Chromium types a prompt, clicks Generate and reads the streamed text. Needs Playwright
+    (``pip install playwright``) and a Chromium (``CHROMIUM``, default /usr/bin/chromium); with
+    ``LIT_GPT_SCREENSHOT=PATH`` the page is saved there afterwards (docs/serve_page.png)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not os.path.exists(chromium):
+        pytest.skip(f"no Chromium at {chromium}")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1000, "height": 760})
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        for field, value in (("#prompt", "ROMEO:"), ("#max_new_tokens", "400"), ("#seed", "1337")):
+            page.fill(field, value)
+        page.click("#generate")
+        page.wait_for_function("document.getElementById('status').textContent.includes('seed')", timeout=120_000)
+        output, status = page.inner_text("#output"), page.inner_text("#status")
+        if os.environ.get("LIT_GPT_SCREENSHOT"):
+            page.screenshot(path=os.environ["LIT_GPT_SCREENSHOT"], full_page=True)
+        browser.close()
+    assert output.startswith("ROMEO:") and len(output) >= len("ROMEO:") + 400 and "error" not in status, status
+
+
 @pytest.mark.slow  # a server process
 def test_sigterm_stops_the_server_and_its_workers_with_status_0(checkpoint: Path, tmp_path: Path) -> None:
     running = Server(checkpoint, tmp_path / "log")
