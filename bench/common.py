@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
+from torch.utils.benchmark import Timer
 
 ROOT = Path(__file__).resolve().parents[1]
 NANOGPT = Path(os.environ.get("NANOGPT_DIR", ROOT.parent / "shared" / "anchors" / "nanoGPT"))
@@ -20,28 +20,19 @@ NANOGPT_CPU_COMMAND = ["--device=cpu", "--compile=False", "--eval_iters=20", "--
                        "--lr_decay_iters=2000", "--dropout=0.0"]  # ANCHOR.md's CPU recipe
 
 
-def cpuinfo(key: str) -> Optional[str]:
-    """The first ``key`` line of /proc/cpuinfo (None where there is none)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), None)
+def cpuinfo(key: str) -> str:
+    """The first ``key`` line of /proc/cpuinfo ('' where there is none)."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), "")
 
 
 def matmul_ratio(repeats: int = 20) -> float:
     """Time of a bf16 matmul over a float32 one at the CPU recipe's sizes ((2048, 128) @ (128, 512)): about 1 or less
-    where bf16 is native, 10-80 where it is emulated."""
-    a, b = torch.randn(2048, 128), torch.randn(128, 512)
-    times = []
-    for dtype in (torch.float32, torch.bfloat16):
-        x, y = a.to(dtype), b.to(dtype)
-        x @ y
-        start = time.perf_counter()
-        for _ in range(repeats):
-            x @ y
-        times.append(time.perf_counter() - start)
-    return times[1] / times[0]
+    where bf16 is native, 10-90 where it is emulated."""
+    a, b, threads = torch.randn(2048, 128), torch.randn(128, 512), torch.get_num_threads()
+    bf16, fp32 = (Timer("x @ y", globals={"x": a.to(d), "y": b.to(d)}, num_threads=threads).timeit(repeats).median
+                  for d in (torch.bfloat16, torch.float32))
+    return bf16 / fp32
 
 
 def machine_line() -> str:
@@ -52,7 +43,7 @@ def machine_line() -> str:
     if torch.cuda.is_available():
         device = f"GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     else:
-        flags = (cpuinfo("flags") or "").split()
+        flags = cpuinfo("flags").split()
         native = "native" if {"avx512_bf16", "amx_bf16"} & set(flags) else "not native" if flags else "unknown"
         device = (f"CPU {cpuinfo('model name') or platform.processor()}, {torch.backends.cpu.get_cpu_capability()}, "
                   f"bf16 {native} (bf16/fp32 matmul time {matmul_ratio():.1f}x), {torch.get_num_threads()} threads")

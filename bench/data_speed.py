@@ -1,11 +1,7 @@
-"""Data preparation at scale: our token cache against nanoGPT's prepare.py, side by side in one run.
+"""Data preparation at scale, our token cache against nanoGPT's prepare.py, each measurement a fresh process: time
+and peak memory above the process's baseline. Method: docs/benchmarks.md.
 
     python bench/data_speed.py [--sizes 10 100 1000] [--nanogpt_max_mb 100]
-
-Each size (MB) is tiny Shakespeare repeated; each measurement is a fresh process that reports its time for the
-work and its peak memory above its own baseline (after imports): ours first (``CharDataModule`` builds the cache)
-and later (hash the text, map the cache); nanoGPT's unchanged prepare.py (Python lists to a np.uint16 file; up to
-``--nanogpt_max_mb``). A later run of nanoGPT maps its .bin files without reading the text, so it is not timed.
 """
 
 import argparse
@@ -18,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 import common
+from lit_gpt.data import tiny_shakespeare
 
 PROBE = r"""
 import json, resource, sys, time
-def rss_kb():
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+rss_kb = lambda: next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
 kind, path, cache = sys.argv[1:]
 if kind == "ours":
     from lit_gpt.data import CharDataModule
@@ -46,11 +42,10 @@ def probe(kind: str, path: Path, cache: Path, cwd: Path = common.ROOT) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def nanogpt_prepare(text: Path, workdir: Path) -> dict:
+def nanogpt_prepare(text: Path) -> dict:
     """nanoGPT's prepare.py, unchanged, beside a link to the text (its ``requests`` import met by an empty stand-in:
     it downloads nothing when input.txt is there)."""
-    folder = workdir / "nanogpt"
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = text.with_suffix("")  # text_10mb/ beside text_10mb.txt
     folder.mkdir()
     shutil.copy(common.NANOGPT / "data" / "shakespeare_char" / "prepare.py", folder)
     (folder / "input.txt").symlink_to(text)
@@ -64,8 +59,6 @@ def main() -> None:
     parser.add_argument("--nanogpt_max_mb", type=int, default=100, help="run nanoGPT's prepare.py up to this size")
     args = parser.parse_args()
     print(common.machine_line())
-    from lit_gpt.data import tiny_shakespeare
-
     corpus = tiny_shakespeare().read_bytes()
     print(f"{'text':>7s} {'side':8s} {'first run':>10s} {'peak above base':>16s} {'later run':>10s}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,9 +68,9 @@ def main() -> None:
                 for start in range(0, mb * 10**6, len(corpus)):
                     f.write(corpus[: mb * 10**6 - start])
             first, later = probe("ours", text, cache), probe("ours", text, cache)
-            print(f"{mb:5d}MB {'ours':8s} {first['seconds']:9.2f}s {first['peak_mb']:9.0f} MB ({first['peak_mb'] / mb:.2f}x)"
-                  f" {later['seconds']:9.3f}s")
-            nano = nanogpt_prepare(text, Path(tmp)) if common.NANOGPT.is_dir() and mb <= args.nanogpt_max_mb else None
+            print(f"{mb:5d}MB ours     {first['seconds']:9.2f}s {first['peak_mb']:9.0f} MB "
+                  f"({first['peak_mb'] / mb:.2f}x) {later['seconds']:9.3f}s")
+            nano = nanogpt_prepare(text) if common.NANOGPT.is_dir() and mb <= args.nanogpt_max_mb else None
             text.unlink()
             shutil.rmtree(cache)
             if nano is None:
@@ -85,6 +78,7 @@ def main() -> None:
                 continue
             print(f"{'':7s} {'nanoGPT':8s} {nano['seconds']:9.2f}s {nano['peak_mb']:9.0f} MB; nanoGPT / ours: "
                   f"time {nano['seconds'] / first['seconds']:.1f}x, memory {nano['peak_mb'] / first['peak_mb']:.1f}x")
+
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,7 @@
-"""Sampling speed, the KV cache against the cache-free loop, side by side in one run.
+"""Sampling speed on the default recipe's architecture (random weights), the KV cache against the cache-free loop,
+side by side in one run; with ``--checkpoint``, the time to load it and to its first character.
 
     python bench/sample_speed.py [--device cpu] [--repeats 3] [--checkpoint PATH]
-
-On the default recipe's architecture (6 x 6 x 384, block 256, random weights, tiny Shakespeare's 65 characters),
-through the public API: tokens/s (median of the repeats) filling the window after a short prompt, cache-free and
-cached, and for ``--long`` characters cache-free, exact (cached) and windowed (shift block / 2). With
-``--checkpoint``, also the time to load it and to its first character.
 """
 
 import argparse
@@ -58,19 +54,19 @@ def main() -> None:
     block = gen.model.block_size
     print(f"device {gen.device}; model 6 x 6 x 384, block {block}; tokens/s, median of {args.repeats}")
     tokens_per_second(gen, 8, 1)  # warm-up
-    measurements = {f"fill the window ({block - len(PROMPT)} characters after a {len(PROMPT)}-character prompt)":
-                    (block - len(PROMPT), {"cache-free": {"use_cache": False}, "KV cache": {}}),
-                    f"{args.long} new characters": (args.long, {"cache-free": {"use_cache": False}, "exact": {},
-                                                                "windowed": {"window_shift": block // 2}})}
-    for title, (n, modes) in measurements.items():
+    fill, free = block - len(PROMPT), {"use_cache": False}
+    for title, n, modes in ((f"fill the window ({fill} characters after a {len(PROMPT)}-character prompt)", fill,
+                             {"cache-free": free, "KV cache": {}}),
+                            (f"{args.long} new characters", args.long,
+                             {"cache-free": free, "exact": {}, "windowed": {"window_shift": block // 2}})):
         speeds = {mode: tokens_per_second(gen, n, args.repeats, **kwargs) for mode, kwargs in modes.items()}
-        print(title + ": " + ", ".join(f"{mode} {s:.1f} ({s / speeds['cache-free']:.2f}x)" for mode, s in speeds.items()))
+        print(f"{title}: " + ", ".join(f"{m} {s:.1f} ({s / speeds['cache-free']:.2f}x)" for m, s in speeds.items()))
     if args.checkpoint:
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         gen = TextGenerator.from_checkpoint(args.checkpoint, device=args.device)
-        loaded = time.perf_counter()
+        t1 = time.perf_counter()
         next(iter(gen.stream(PROMPT, max_new_tokens=500)))
-        print(f"{args.checkpoint}: loaded in {loaded - start:.3f} s; first character {time.perf_counter() - loaded:.3f} s later")
+        print(f"{args.checkpoint}: loaded in {t1 - t0:.3f} s; first character {time.perf_counter() - t1:.3f} s later")
 
 
 if __name__ == "__main__":

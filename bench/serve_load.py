@@ -1,10 +1,7 @@
-"""Load on serve.py: N streaming requests at a time from a client on 127.0.0.1, beside sample.py's one stream.
+"""Load on serve.py: N streaming requests at a time from a client on 127.0.0.1, beside sample.py's one stream
+(characters/s, first-character latency, errors).
 
     python bench/serve_load.py --checkpoint CKPT --clients 1 2 4 8 --requests 8 --characters 200 --workers 2
-
-First the speed of sample.py's generator on the checkpoint, in this process; then serve.py on a free port and, for
-each client count, ``--requests`` requests of ``--characters`` characters, that many at a time: characters/s over
-all of them, the first character's latency (median, p95) and errors.
 """
 
 import argparse
@@ -63,10 +60,10 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, str(common.ROOT / "serve.py"), "--checkpoint", args.checkpoint, "--port",
                                str(port), "--workers", str(args.workers), "--device", args.device])
     try:
-        while not healthy(port):
-            if server.poll() is not None:
-                sys.exit("error: serve.py did not start")
+        while not healthy(port) and server.poll() is None:
             time.sleep(0.2)
+        if server.poll() is not None:
+            sys.exit("error: serve.py did not start")
         print(f"serve.py, {args.workers} worker(s), {args.requests} requests of {args.characters} characters:")
         for clients in args.clients:
             start = time.perf_counter()
@@ -74,9 +71,9 @@ def main() -> None:
                 futures = [pool.submit(one_request, port, args.characters, seed) for seed in range(args.requests)]
             results = [f.result() for f in futures if f.exception() is None]
             rate = sum(count for _, count in results) / (time.perf_counter() - start)
-            firsts = sorted(first * 1e3 for first, _ in results if first is not None) or [float("nan")]
+            ms = sorted(first * 1e3 for first, _ in results if first is not None) or [float("nan")]
             print(f"  {clients:2d} at a time: {rate:6.0f} characters/s ({rate / single:.2f}x one stream), first "
-                  f"character median {statistics.median(firsts):.0f} ms, p95 {firsts[int(0.95 * (len(firsts) - 1))]:.0f}"
+                  f"character median {statistics.median(ms):.0f} ms, p95 {ms[int(0.95 * (len(ms) - 1))]:.0f}"
                   f" ms, errors {len(futures) - len(results)}", flush=True)
     finally:
         server.terminate()

@@ -1,12 +1,7 @@
-"""Time to quality from the process start, a recipe of ours against nanoGPT's, side by side, interleaved, repeated.
+"""Time to quality from the process start, a recipe of ours against nanoGPT's unchanged train.py, interleaved and
+repeated; any other option overrides our recipe. Method: docs/benchmarks.md.
 
     python bench/time_to_quality.py [--config configs/shakespeare_char_cpu.yaml] [--repeats 2] [--target 1.90]
-
-Ours: ``python train.py fit --config CONFIG`` with the ``Timeline`` callback below: the time to the end of the first
-validation with ``val_loss`` <= target (whole split), and the start-up (to the first optimizer step). nanoGPT: its
-unchanged train.py (ANCHOR.md's CPU command for our CPU recipe, its GPU config otherwise), each output line
-time-stamped; on a CPU it reaches 1.90 only at its last evaluation, so its time is the one to its final evaluation.
-Any other option is an override of our recipe; ``--nanogpt`` takes overrides of nanoGPT's command.
 """
 
 import argparse
@@ -43,7 +38,8 @@ class Timeline(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         common.clock(trainer.strategy.root_device)
-        self.record["validations"].append((trainer.global_step, time.time(), float(trainer.callback_metrics["val_loss"])))
+        val_loss = float(trainer.callback_metrics["val_loss"])
+        self.record["validations"].append((trainer.global_step, time.time(), val_loss))
         if torch.cuda.is_available():
             self.record["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.path.write_text(json.dumps(self.record))
@@ -53,9 +49,10 @@ def ours(workdir: Path, args: argparse.Namespace) -> dict:
     workdir.mkdir(parents=True)
     callback = {"class_path": "time_to_quality.Timeline", "init_args": {"path": str(workdir / "timeline.json")}}
     start = time.time()
-    subprocess.run([sys.executable, "train.py", "fit", "--config", args.config, "--trainer.enable_progress_bar", "false",
-                    "--trainer.logger.init_args.save_dir", str(workdir), f"--trainer.callbacks+={json.dumps(callback)}",
-                    *args.extra], cwd=common.ROOT, check=True, capture_output=True,
+    subprocess.run([sys.executable, "train.py", "fit", "--config", args.config, "--trainer.enable_progress_bar",
+                    "false", "--trainer.logger.init_args.save_dir", str(workdir),
+                    f"--trainer.callbacks+={json.dumps(callback)}", *args.extra], cwd=common.ROOT, check=True,
+                   capture_output=True,
                    env={**os.environ, "PYTHONPATH": f"{common.ROOT}{os.pathsep}{common.ROOT / 'bench'}"})
     record = json.loads((workdir / "timeline.json").read_text())
     step, at = next(((s, t) for s, t, loss in record["validations"] if loss <= args.target), (None, None))
@@ -66,11 +63,10 @@ def ours(workdir: Path, args: argparse.Namespace) -> dict:
 def nanogpt(workdir: Path, args: argparse.Namespace) -> dict:
     folder = common.nanogpt_copy(workdir.parent)  # prepared once, outside the timed part
     start = time.time()
-    proc = subprocess.Popen(common.nanogpt_command(*shlex.split(args.nanogpt), cpu=args.cpu),
-                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONPATH": ""})
+    proc = subprocess.Popen(common.nanogpt_command(*shlex.split(args.nanogpt), cpu=args.cpu), cwd=folder, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ""})
     evals = [(int(line.split()[1].rstrip(":")), float(line.rsplit(" ", 1)[1]), time.time() - start)
-             for line in proc.stdout if line.startswith("step ") and "val loss" in line]  # "step 250: ..., val loss 2.1"
+             for line in proc.stdout if line.startswith("step ") and "val loss" in line]  # "step N: ..., val loss X"
     proc.wait()
     first = next((e for e in evals if e[1] <= args.target), None)
     return {"seconds": evals[-1][2], "step": evals[-1][0], "own_estimate": evals[-1][1],
@@ -101,8 +97,8 @@ def main() -> None:
     print(f"nanoGPT: final evaluation (step {pairs[0]['nanogpt']['step']}) after "
           f"{', '.join(format(p['nanogpt']['seconds'], '.1f') for p in pairs)} s")
     ratios = [p["ours"]["seconds"] / p["nanogpt"]["seconds"] for p in pairs if p["ours"]["seconds"]]
-    if ratios:
-        print(f"ours / nanoGPT: median {statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})")
+    print(f"ours / nanoGPT: median {statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})"
+          if ratios else "ours / nanoGPT: ours never reached the target")
 
 
 if __name__ == "__main__":

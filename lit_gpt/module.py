@@ -140,8 +140,8 @@ class LitGPT(L.LightningModule):
         muon_groups, adamw_groups = parameter_groups(self.named_parameters(), hp.weight_decay, hp.optimizer == "muon")
         if hp.optimizer == "muon" and not muon_groups:
             raise LitGPTError(f"--model.optimizer muon needs the transformer's weight matrices; arch {hp.arch} has none")
-        # One fused kernel for all of AdamW, on CUDA and on a CPU: there 5x less time than foreach for the CPU recipe's
-        # model (bench/optimizer_speed.py), about 7% of a step at nanoGPT's batch of 12.
+        # One fused kernel for all of AdamW, on CUDA and on a CPU: there 4-5x less time than foreach for the CPU
+        # recipe's model, about 7% of a step at nanoGPT's batch of 12 (docs/benchmarks.md).
         fused = self.device.type in ("cuda", "cpu") or None
         if muon_groups:
             optimizer = MuonAdamW(muon_groups, adamw_groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2),
