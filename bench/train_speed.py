@@ -67,7 +67,7 @@ def nanogpt(args: argparse.Namespace) -> dict[str, float]:
 def spread(values: list[float]) -> str:
     """'median [lower quartile-upper quartile] (min-max)'."""
     values = sorted(values)
-    q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
     return f"{q2:.3f} [{q1:.3f}-{q3:.3f}] ({values[0]:.3f}-{values[-1]:.3f})"
 
 
