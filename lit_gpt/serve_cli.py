@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from lit_gpt.errors import LitGPTError
 
+
 def check_port(host: str, port: int) -> None:
     """One line, before any worker starts, if the address cannot be listened on (LitServe would fail in a child)."""
     try:
