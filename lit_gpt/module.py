@@ -128,9 +128,13 @@ class LitGPT(L.LightningModule):
         mask = y.flatten() != -1  # (B*T,)
         self.val_loss.update(losses[mask])  # each scored character counts once
 
+    def on_validation_epoch_start(self) -> None:
+        # New states, owned by this process: ddp_spawn hands the module to its processes through shared memory and
+        # Lightning copies only parameters and buffers, so the states built in __init__ are one tensor for all ranks.
+        self.val_loss.reset()
+
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()  # synced across devices
-        self.val_loss.reset()
         # Already equal on every rank; sync_dist only averages identical values (and silences Lightning's warning).
         self.log("val_loss", loss, prog_bar=True, sync_dist=True)
         self.log("val_bpc", loss / math.log(2), sync_dist=True)  # bits per character

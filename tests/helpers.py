@@ -109,6 +109,19 @@ class WindowRecorder(Callback):
         path.write_text(json.dumps(self.windows))
 
 
+class LocalValCounts(Callback):
+    """Write what each rank's own val_loss metric counted, before the metric syncs across ranks, to
+    <dir>/val_count<r>.txt: the characters it scored (its ``weight`` state), once every rank has finished."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.strategy.barrier()  # every rank's updates are done; callbacks run before the module's compute()
+        path = Path(self.directory) / f"val_count{trainer.global_rank}.txt"
+        path.write_text(str(int(pl_module.val_loss.weight.item())))
+
+
 class PoisonWeights(Callback):
     """Set every weight to NaN just before training step ``at_step`` (to test the non-finite loss guard)."""
 
