@@ -1,4 +1,4 @@
-"""Train, validate or test a character-level GPT: ``python train.py fit --config configs/shakespeare_char.yaml``."""
+"""Train or validate a character-level GPT: ``python train.py fit --config configs/shakespeare_char.yaml``."""
 
 from lit_gpt.cli import cli_main
 

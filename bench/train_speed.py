@@ -3,6 +3,7 @@ as train.py runs it (validation off) and nanoGPT's own train.py with the same mo
 beside the CPU recipe, its GPU config beside the GPU recipe on a GPU. Method: docs/benchmarks.md.
 
     python bench/train_speed.py [--config configs/shakespeare_char_cpu.yaml] [--nanogpt_arithmetic] [--repeats 10]
+    python bench/train_speed.py --precisions 32-true bf16-mixed     # ours at each precision, side by side
 """
 
 import argparse
@@ -14,7 +15,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Any, Optional
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -36,9 +38,10 @@ class StepClock(Callback):
             self.times.append(common.clock(trainer.strategy.root_device))
 
 
-def ours(args: argparse.Namespace) -> dict[str, float]:
+def ours(args: argparse.Namespace, precision: Optional[str] = None) -> dict[str, float]:
+    extra = ["--trainer.precision", precision] if precision else []
     with tempfile.TemporaryDirectory() as workdir:
-        cli = common.build_cli(args.config, args.warmup + args.steps, workdir, args.overrides)
+        cli = common.build_cli(args.config, args.warmup + args.steps, workdir, [*args.overrides, *extra])
         clock = StepClock(args.warmup, args.steps)
         cli.trainer.callbacks.append(clock)
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the bar runs, unseen
@@ -79,6 +82,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="timed steps in every run")
     parser.add_argument("--repeats", type=int, default=10, help="runs of each side")
     parser.add_argument("--saves", type=int, default=0, help="checkpoint writes to time after each of our runs")
+    parser.add_argument("--precisions", nargs="+", metavar="P", help="ours at each Trainer precision instead of nanoGPT")
     args, overrides = parser.parse_known_args()  # anything else is a recipe override, e.g. --data.batch_size=16
     args.overrides = overrides + (NANOGPT_ARITHMETIC if args.nanogpt_arithmetic else [])
     print(common.machine_line())
@@ -91,6 +95,8 @@ def main() -> None:
     matched = (args.nanogpt_arithmetic and args.config.endswith("shakespeare_char_cpu.yaml") if args.cpu
                else args.config.endswith("shakespeare_char.yaml"))  # the same arithmetic per step on both sides
     sides = {"ours": ours, "nanogpt": nanogpt} if common.NANOGPT.is_dir() and matched else {"ours": ours}
+    if args.precisions:
+        sides = {f"ours {p}": partial(ours, precision=p) for p in args.precisions}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         args.nanogpt_dir = common.nanogpt_copy(Path(tmp)) if "nanogpt" in sides else None
@@ -104,9 +110,13 @@ def main() -> None:
         print(f"{name:8s} {tokens / per_step:9.0f} tokens/s {per_step * 1e3:8.2f} ms/step (median of the repeats)")
     if "nanogpt" in sides:
         print(f"ours / nanoGPT per step: {spread([r['ours']['seconds'] / r['nanogpt']['seconds'] for r in results])}")
+    elif args.precisions:
+        first, *others = sides
+        for name in others:
+            print(f"{name} / {first} per step: {spread([r[name]['seconds'] / r[first]['seconds'] for r in results])}")
     else:
         print("nanoGPT left out: it runs beside the CPU recipe with --nanogpt_arithmetic, or the GPU recipe on a GPU")
-    if args.saves:
+    if args.saves and "ours" in sides:
         write, step = (statistics.median(r["ours"][k] for r in results) for k in ("write", "seconds"))
         print(f"checkpoint {results[0]['ours']['size'] / 1e6:.1f} MB, write {write * 1e3:.1f} ms (median) beside a "
               f"{step * 1e3:.2f} ms step: one write every 100 steps is {write / (write + 100 * step):.2%} of the "

@@ -16,12 +16,12 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, signal_name
 from lit_gpt.files import on_windows
-from lit_gpt.module import is_log_step
+from lit_gpt.steps import completes_step, logged_step_done
 
 clock = time.monotonic  # the periodic checkpoint's clock (a test replaces it with a fake one)
 
@@ -72,7 +72,17 @@ def checkpoint_step(path: Path) -> Optional[int]:
         return None
 
 
-class PeriodicCheckpoint(ModelCheckpoint):
+def run_checkpoint_dir(trainer: L.Trainer) -> Path:
+    """Where a run's checkpoints go, by Lightning's own rule for a ModelCheckpoint without a dirpath:
+    ``<save_dir>/<name>/<version>/checkpoints`` of the first logger, else ``<default_root_dir>/checkpoints``."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir) / "checkpoints"
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version / "checkpoints"
+
+
+class PeriodicCheckpoint(Callback):
     """Keeps ``last.ckpt`` fresh, so that a crash loses at most one interval and a signal loses nothing.
 
     ``last.ckpt`` is written:
@@ -80,19 +90,22 @@ class PeriodicCheckpoint(ModelCheckpoint):
     - after a training step once ``every_n_seconds`` have passed since the last write, or every
       ``every_n_train_steps`` steps, whichever comes first (a step followed by a validation leaves it to the
       validation: one write, not two);
-    - when training ends (``max_steps`` need not be a multiple of anything);
-    - on SIGINT (Ctrl-C) or SIGTERM: the current step (and its validation, if one follows) is finished, written, and
-      training stops with ``TrainingStopped``; a second signal stops at once, keeping the last complete file.
+    - when training ends (``max_steps`` need not be a multiple of anything, and ``max_time`` ends with a fresh file);
+    - on SIGINT (Ctrl-C) or SIGTERM: the current step (and its validation, if one follows) is finished, written and
+      logged, and training stops with ``TrainingStopped`` before the next step starts; a second signal stops at
+      once, keeping the last complete file.
     It is never written when training stops on an error (a non-finite loss), so the last good checkpoint stays, nor
-    inside a gradient accumulation (``trainer.accumulate_grad_batches``): only between optimizer steps.
+    inside a gradient accumulation (``trainer.accumulate_grad_batches``), nor under ``fast_dev_run``.
     Under several processes the time bound and the stop are agreed on the steps that log
     (``trainer.log_every_n_steps``), where the processes meet anyway.
+
+    It is not a ModelCheckpoint, so a user's own ModelCheckpoint (best-k files, ``save_last``) runs beside it.
 
     Args:
         every_n_seconds: Write ``last.ckpt`` once this many seconds have passed since the last write (checked after
             every step). null: no time bound.
         every_n_train_steps: Also write it every this many optimizer steps. 0: no step bound.
-        dirpath: Directory of ``last.ckpt``. null: the run's ``checkpoints/`` folder.
+        dirpath: Directory of ``last.ckpt``. null: the run's ``checkpoints/`` folder (Lightning's rule).
     """
 
     def __init__(self, every_n_seconds: Optional[float] = 60.0, every_n_train_steps: int = 0,
@@ -101,27 +114,35 @@ class PeriodicCheckpoint(ModelCheckpoint):
             raise LitGPTError(f"periodic_checkpoint.every_n_seconds must be positive (or null), got {every_n_seconds}")
         if every_n_train_steps < 0:
             raise LitGPTError(f"periodic_checkpoint.every_n_train_steps must be >= 0, got {every_n_train_steps}")
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, save_on_train_epoch_end=True,
-                         enable_version_counter=False)
-        self.every_n_seconds, self.every_n_steps = every_n_seconds, every_n_train_steps
+        self.every_n_seconds, self.every_n_steps, self.dirpath = every_n_seconds, every_n_train_steps, dirpath
         self._last_write = 0.0  # clock() of the last write (or of the start of training)
-        self._step_seen = 0  # global_step at the end of the previous training batch
         self._saved_step: Optional[int] = None  # the step last.ckpt holds, written by this run
         self._signal: Optional[int] = None  # the first SIGINT/SIGTERM received while training
+        self._stopping = False  # last.ckpt holds the step the signal finished: stop before the next one
         self._previous_handlers: dict[int, Any] = {}
+
+    def directory(self, trainer: L.Trainer) -> Path:
+        """The folder of ``last.ckpt`` for this trainer (known before the run starts)."""
+        return Path(self.dirpath) if self.dirpath is not None else run_checkpoint_dir(trainer)
 
     @property
     def last_path(self) -> str:
-        return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        return os.path.join(self.dirpath, "last.ckpt")
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+        self.dirpath = trainer.strategy.broadcast(str(self.directory(trainer)))  # rank 0's, on every node
         if stage == "fit":  # until training starts, a signal stops at once: nothing is worth writing yet
             self._install(self._on_startup_signal)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_write, self._signal, self._step_seen = clock(), None, trainer.global_step
+        self._last_write, self._signal, self._stopping = clock(), None, False
         self._install(self._on_signal)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        # Here, not where last.ckpt was written: Lightning logs a step's metrics after its batch-end hooks.
+        if self._stopping:
+            raise TrainingStopped(self._signal or signal.SIGTERM, trainer.global_step, self.last_path)
 
     def _install(self, handler: Any) -> None:
         if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
@@ -150,13 +171,14 @@ class PeriodicCheckpoint(ModelCheckpoint):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous_handlers = {}
 
-    def _agree(self, trainer: L.Trainer, time_due: bool, now: bool = False) -> tuple[bool, bool]:
+    def _agree(self, trainer: L.Trainer, time_due: bool, batch_idx: Optional[int] = None) -> tuple[bool, bool]:
         """(stop, time_due), the same on every process: any process's signal stops all, rank 0's clock decides the
-        time bound. Several processes compare them on logging steps (or ``now``), where they meet anyway."""
+        time bound. Several processes compare them on logging steps (``batch_idx``), or now (None), where they meet
+        anyway."""
         stop = self._signal is not None
         if trainer.world_size == 1:
             return stop, time_due
-        if not now and not is_log_step(trainer, trainer.global_step - 1):
+        if batch_idx is not None and not logged_step_done(trainer, batch_idx):
             return False, False
         flags = torch.tensor([float(stop), float(time_due and trainer.is_global_zero)],
                              device=trainer.strategy.root_device)
@@ -165,34 +187,26 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
-        if not stepped:
+        if not completes_step(trainer, batch_idx):
             return  # inside a gradient accumulation: not a state a run can resume from
         time_due = self.every_n_seconds is not None and clock() - self._last_write >= self.every_n_seconds
-        stop, time_due = self._agree(trainer, time_due)
+        stop, time_due = self._agree(trainer, time_due, batch_idx)
         if self._validation_follows(trainer):
             return  # the validation right after this step writes last.ckpt, and stops if asked to
         step_due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
         if stop or time_due or step_due:
             self._write(trainer)
-        if stop:
-            self._stop(trainer)
+        self._stopping = stop  # same on every process; another process's signal stops this one too
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         self._write(trainer)  # improved or not: the file holds the state after this validation
-        stop, _ = self._agree(trainer, False, now=True)
-        if stop:
-            self._stop(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass  # the training stream is endless; ModelCheckpoint's epoch-end save never applies
+        self._stopping, _ = self._agree(trainer, False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
-        if not trainer.sanity_checking:
-            self._write(trainer)
+        self._write(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()
@@ -200,15 +214,10 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def _write(self, trainer: L.Trainer) -> None:
         # Decided the same on every process (never by a local file: nodes need not share a disk), since saving runs
         # collectives that every process must join.
-        if self._saved_step == trainer.global_step:
+        if self._saved_step == trainer.global_step or trainer.fast_dev_run:
             return  # this step is already in last.ckpt (e.g. training ended right after a validation)
         trainer.save_checkpoint(self.last_path, weights_only=False)  # the full state: weights, optimizer, loops
-        self.last_model_path = self.last_path
         self._saved_step, self._last_write = trainer.global_step, clock()
-
-    def _stop(self, trainer: L.Trainer) -> None:
-        signum = self._signal or signal.SIGTERM  # another process's signal
-        raise TrainingStopped(signum, trainer.global_step, self.last_path)
 
     @staticmethod
     def _validation_follows(trainer: L.Trainer) -> bool:

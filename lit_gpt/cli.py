@@ -6,35 +6,27 @@ import shlex
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import lightning as L
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, ResumedLogStep, checkpoint_step
+from lit_gpt.assembly import CALLBACKS, add_callback_groups, compose
+from lit_gpt.checkpointing import PeriodicCheckpoint, checkpoint_step, run_checkpoint_dir
 from lit_gpt.config import GPTConfig
 from lit_gpt.data import CharDataModule
-from lit_gpt.devices import (EndSpawnedProcessGroup, FastCudaMatmuls, bf16_supported, refuse_sharding,
-                             without_slurm_auto_requeue)
+from lit_gpt.devices import bf16_note, refuse_sharding, without_slurm_auto_requeue
 from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped
 from lit_gpt.files import read_checkpoint
-from lit_gpt.guard import NonFiniteGuard
 from lit_gpt.module import LitGPT
-from lit_gpt.monitor import TrainingMonitor
-from lit_gpt.progress import DropLightningTips, RunSummary, StepProgressBar
-from lit_gpt.rng import RankRNG
-from lit_gpt.throughput import TokenThroughput
-
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):  # Lightning's info
-    logging.getLogger(_name).addFilter(DropLightningTips())
-# Lightning 2.6 calls a torch API that torch 2.13 deprecates, on every fit and validate; not the user's to fix.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-# Lightning 2.6's strategy.all_gather (the dropout streams of every rank, gathered into each checkpoint) calls it.
-warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+from lit_gpt.progress import DropLightningTips
 
 
 class GPTLightningCLI(LightningCLI):
@@ -51,26 +43,14 @@ class GPTLightningCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.config.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
         parser.link_arguments("data.block_size", "model.config.block_size", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val_loss",
-                "checkpoint.mode": "min",
-                "checkpoint.save_top_k": 1,
-                "checkpoint.save_last": False,  # periodic_checkpoint writes last.ckpt, after every validation too
-                "checkpoint.filename": "best-{step}-{val_loss:.4f}",
-                "checkpoint.auto_insert_metric_name": False,
-                # Resuming in the run directory overwrites last.ckpt instead of writing last-v1.ckpt beside it.
-                "checkpoint.enable_version_counter": False,
-            }
-        )
-        parser.add_lightning_class_args(PeriodicCheckpoint, "periodic_checkpoint")
-        parser.add_lightning_class_args(TrainingMonitor, "monitor")
-        parser.add_lightning_class_args(TokenThroughput, "throughput")
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({"lr_monitor.logging_interval": "step"})
-        # RunSummary prints one line instead of Lightning's table (whose "Total Flops" is 0 for this module).
-        parser.set_defaults({"trainer.enable_model_summary": False})
+        add_callback_groups(parser)  # every callback we add, a group each (lit_gpt/assembly.py)
+        # The bar redraws when the logger writes: a redraw costs ~0.7 ms of Python and reads the loss off the device.
+        parser.link_arguments("trainer.log_every_n_steps", "progress_bar.init_args.refresh_rate")
+        parser.set_defaults({
+            "trainer.enable_model_summary": False,  # RunSummary prints one line instead of Lightning's table
+            # Checkpoints written beside their final path and renamed into place (crash-safe on any TMPDIR).
+            "trainer.plugins": [{"class_path": "lit_gpt.checkpointing.AtomicCheckpointIO"}],
+        })
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.config.subcommand] if "subcommand" in self.config else self.config
@@ -83,30 +63,51 @@ class GPTLightningCLI(LightningCLI):
             elif config.model.init_from is not None:
                 config.data.vocab_from = config.model.init_from
         refuse_sharding(config.trainer.strategy)
-        if config.trainer.precision == "bf16-mixed" and not bf16_supported(config.trainer.accelerator):
-            rank_zero_warn("bf16-mixed precision is not supported on this device; training in 32-true instead")
-            config.trainer.precision = "32-true"
+        precision, note = bf16_note(config.trainer.precision, config.trainer.accelerator)
+        if note:
+            rank_zero_info(note)
+        config.trainer.precision = precision
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        trainer_config = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init.trainer
+        """The Trainer with our callbacks (those the run keeps) around the user's own (lit_gpt/assembly.py); a Trainer
+        setting Lightning refuses is one ``error:`` line."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_config = {**config["trainer"], **kwargs}
+        trainer_config["callbacks"], notes = compose({name: config.get(name) for name in CALLBACKS}, trainer_config)
+        for note in notes:
+            rank_zero_info(f"note: {note}")
         plugins = without_slurm_auto_requeue(trainer_config.get("plugins"))
         if plugins is not None:
-            kwargs["plugins"] = plugins
-        trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks.insert(0, ResumedLogStep())  # first: before any callback that logs at a step's start
-        trainer.callbacks.append(NonFiniteGuard())  # before any checkpoint: Lightning runs those last
-        trainer.callbacks.append(FastCudaMatmuls())
-        trainer.callbacks.append(RankRNG())
-        trainer.callbacks.append(EndSpawnedProcessGroup())
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make its saves atomic
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        trainer.callbacks.insert(1, RunSummary())  # before the progress bar draws its first line
-        bar = trainer.progress_bar_callback
-        if (type(bar), getattr(bar, "refresh_rate", None)) in ((TQDMProgressBar, 1), (RichProgressBar, 100)):
-            # Lightning's default bar (tqdm, or rich where installed), as it makes it.
-            # Steps of max_steps, redrawn when the logger writes (Lightning's redraws every step).
-            trainer.callbacks[trainer.callbacks.index(bar)] = StepProgressBar(refresh_rate=trainer.log_every_n_steps)
-        return trainer
+            trainer_config["plugins"] = plugins
+        try:
+            return self._instantiate_trainer(trainer_config, [])  # LightningCLI's: adds its config-saving callback
+        except (MisconfigurationException, ValueError) as err:
+            raise LitGPTError(one_line(err)) from None
+
+    def fit(self, **kwargs: Any) -> None:
+        """``trainer.fit``, with Lightning's refusals as one line (LightningCLI calls a method named after the
+        subcommand where the CLI has one)."""
+        self._refusals_in_one_line(self.trainer.fit, **kwargs)
+
+    def validate(self, **kwargs: Any) -> None:
+        """``trainer.validate``, with Lightning's refusals as one line."""
+        self._refusals_in_one_line(self.trainer.validate, **kwargs)
+
+    def _refusals_in_one_line(self, run: Callable[..., Any], **kwargs: Any) -> None:
+        """A setting Lightning refuses once the run has started (a callback's, a precision's) ends in one line, and
+        the run folder it had just made is removed: nothing is left half-written."""
+        log_dir = self.trainer.log_dir
+        new_dir = None  # the outermost folder of log_dir that this run creates
+        for folder in [Path(log_dir), *Path(log_dir).parents] if log_dir is not None else []:
+            if folder.exists():
+                break
+            new_dir = folder
+        try:
+            run(**kwargs)
+        except (MisconfigurationException, ModuleNotFoundError) as err:
+            if new_dir is not None and rank_zero_only.rank == 0:
+                shutil.rmtree(new_dir, ignore_errors=True)
+            raise LitGPTError(one_line(err)) from None
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would load ``--ckpt_path``'s hyper-parameters over the command line's here, silently (a
@@ -119,9 +120,11 @@ class GPTLightningCLI(LightningCLI):
         ckpt_path = self.config_init[subcommand].get("ckpt_path")
         if ckpt_path is None or ckpt_path in ("best", "hpc", "registry") or str(ckpt_path).startswith("registry:"):
             return
-        path = checkpoint_dir(self.trainer) / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-        if ckpt_path == "last" and not path.is_file():
-            return  # nothing to resume yet: Lightning says so and starts from step 0
+        path = last_checkpoint(self.trainer) if ckpt_path == "last" else Path(ckpt_path)
+        if ckpt_path == "last":
+            if not path.is_file():
+                return  # nothing to resume yet: Lightning says so and starts from step 0
+            self.config_init[subcommand]["ckpt_path"] = str(path)  # ours, whatever ModelCheckpoints the run has
         hparams = read_checkpoint(path, for_resume=subcommand == "fit")["hyper_parameters"]
         self._require_same_model(str(path), hparams, "or start a new run")
         vocab, data_vocab = list(hparams["vocab"]), list(self.datamodule.vocab)
@@ -146,9 +149,11 @@ class GPTLightningCLI(LightningCLI):
         self._check_checkpoint("validate")
 
     def before_fit(self) -> None:
-        """Check --ckpt_path; refuse to start a new run over an earlier run's checkpoints (resume it, or pick another
-        directory)."""
+        """Check --ckpt_path and the Trainer settings that cannot work on an endless stream; refuse to start a new run
+        over an earlier run's checkpoints (resume it, or pick another directory)."""
         self._check_checkpoint("fit")
+        if not self.trainer.fast_dev_run:
+            refuse_epoch_settings(self.trainer, self.config_init["fit"]["trainer"].get("max_time"))
         accumulate, interval = self.trainer.accumulate_grad_batches, self.trainer.val_check_interval
         if accumulate > 1 and isinstance(interval, int) and interval % accumulate:
             raise LitGPTError(
@@ -159,24 +164,86 @@ class GPTLightningCLI(LightningCLI):
         init_from = self.model.hparams.init_from
         if init_from is not None:
             self._require_same_model(f"--model.init_from {init_from}", read_checkpoint(init_from)["hyper_parameters"])
-        if self.config_init["fit"].get("ckpt_path") is not None:
-            return
-        last = checkpoint_dir(self.trainer) / "last.ckpt"
+        if self.config_init["fit"].get("ckpt_path") is not None or self.trainer.fast_dev_run:
+            return  # fast_dev_run writes nothing
+        last = last_checkpoint(self.trainer)
         if last.is_file():
             raise LitGPTError(
                 f"{last} exists from an earlier run: resume it with --ckpt_path last, or start a new run elsewhere "
                 f"(--trainer.logger.init_args.name NAME), or delete {last.parent}"
             )
 
+    def after_fit(self) -> None:
+        """What the run made: the best val_loss and its checkpoint, last.ckpt, and the command that samples."""
+        if not self.trainer.fast_dev_run:
+            rank_zero_info(run_report(self.trainer))
 
-def checkpoint_dir(trainer: L.Trainer) -> Path:
-    """Where the ModelCheckpoint callback writes: its dirpath, else Lightning's default <log_dir>/checkpoints."""
-    callback = trainer.checkpoint_callback
-    if callback is not None and callback.dirpath is not None:
-        return Path(callback.dirpath)
-    if trainer.loggers:
-        return Path(trainer.loggers[0].log_dir) / "checkpoints"
-    return Path(trainer.default_root_dir) / "checkpoints"
+
+def last_checkpoint(trainer: L.Trainer) -> Path:
+    """The run's ``last.ckpt``: where periodic_checkpoint writes it (or would, by Lightning's rule, were it off)."""
+    periodic = next((c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint)), None)
+    return (periodic.directory(trainer) if periodic is not None else run_checkpoint_dir(trainer)) / "last.ckpt"
+
+
+def refuse_epoch_settings(trainer: L.Trainer, max_time: Any) -> None:
+    """One line for the settings that count epochs, before anything is written: training here draws from one endless
+    stream of random windows, so an epoch never ends."""
+    interval = trainer.val_check_interval
+    if isinstance(interval, float) and interval != 1.0:
+        raise LitGPTError(f"--trainer.val_check_interval {interval} is a fraction of an epoch, and training here is one "
+                          f"endless stream of random windows: give a number of steps (--trainer.val_check_interval 250)")
+    if trainer.limit_train_batches != 1.0 and trainer.max_epochs != 1:
+        raise LitGPTError(f"--trainer.limit_train_batches {trainer.limit_train_batches} ends an epoch that the next one "
+                          f"would repeat window for window; set the run's length with --trainer.max_steps (or add "
+                          f"--trainer.max_epochs 1)")
+    if trainer.max_steps == -1 and max_time is None:
+        raise LitGPTError("the run has no end: training here is one endless stream of random windows, so epochs never "
+                          "end; set --trainer.max_steps (or --trainer.max_time)")
+    if any(isinstance(c, StochasticWeightAveraging) for c in trainer.callbacks):
+        raise LitGPTError("StochasticWeightAveraging averages the weights at the end of each epoch, and training here "
+                          "is one endless epoch; average every step with lightning.pytorch.callbacks.EMAWeightAveraging")
+
+
+def run_report(trainer: L.Trainer) -> str:
+    """``lit_gpt: done at step N; best val_loss ... at step S: PATH; last.ckpt: PATH; sample: python sample.py ...``"""
+    lines = [f"lit_gpt: done at step {trainer.global_step}"]
+    best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.best_model_path), None)
+    if best is not None:
+        score = best.best_model_score if best.best_model_score is not None else saved_best_score(best.best_model_path)
+        value = f" {float(score):.4f}" if score is not None else ""
+        lines.append(f"best {best.monitor}{value} at step {checkpoint_step(Path(best.best_model_path))}: "
+                     f"{best.best_model_path}")
+    last = last_checkpoint(trainer)
+    if last.is_file():
+        lines.append(f"last.ckpt (step {checkpoint_step(last)}): {last}")
+    if best is None and not last.is_file():
+        lines.append("no checkpoint was written")
+        return "; ".join(lines)
+    lines.append(f"sample: {shlex.join(['python', 'sample.py', '--checkpoint', best.best_model_path if best else str(last)])}")
+    return "\n  ".join(lines)
+
+
+def saved_best_score(path: str) -> Optional[float]:
+    """The best score a ModelCheckpoint recorded in the checkpoint file (the processes of ddp_spawn keep it)."""
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
+    except Exception:
+        return None
+    scores = [s["best_model_score"] for s in states.values() if isinstance(s, dict) and s.get("best_model_path") == path
+              and s.get("best_model_score") is not None]
+    return float(scores[0]) if scores else None
+
+
+def causes(err: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from, in turn."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message as one line (Lightning's span several)."""
+    return " ".join(str(err).split())
 
 
 def config_mismatches(hparams: dict[str, Any], arch: str, config: GPTConfig) -> list[str]:
@@ -208,26 +275,58 @@ def resume_command(args: ArgsType) -> str:
     return shlex.join([*prefix, *kept, "--ckpt_path", "last"])
 
 
+@contextmanager
+def plain_output() -> Iterator[None]:
+    """For the length of a run: warnings as one ``warning: ...`` line, Lightning's cloud-logger tip left out, and three
+    warnings from inside Lightning 2.6 and jsonargparse that are not the user's to fix."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch.utilities.rank_zero",
+                                                    "lightning.fabric.utilities.rank_zero")]
+    tips = DropLightningTips()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+        # jsonargparse cannot write a torch.device default (StochasticWeightAveraging's) into config.yaml; nor can anyone.
+        warnings.filterwarnings("ignore", message=r"\s*Unable to serialize instance", module="jsonargparse")
+        warnings.showwarning = show_one_line
+        for logger in loggers:
+            logger.addFilter(tips)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(tips)
+
+
+def show_one_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """``warnings.showwarning`` as one line, without Python's source line."""
+    print(f"warning: {one_line(message)}", file=sys.stderr if file is None else file)
+
+
 def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
-    """Run the CLI. A user error ends with one line on stderr and exit status 2, never a traceback; a run stopped by
-    SIGINT or SIGTERM (after writing last.ckpt) prints the command that resumes it and exits 130 or 143."""
+    """Run the CLI and return it (for tests and scripts). A user error ends with one line on stderr and exit status 2,
+    never a traceback; a run stopped by SIGINT or SIGTERM (after writing last.ckpt) prints the command that resumes
+    it and exits 130 or 143."""
     try:
-        return GPTLightningCLI(
-            LitGPT,
-            CharDataModule,
-            # A rerun in the same run directory overwrites config.yaml instead of refusing to start.
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"description": __doc__},
-            args=args,
-        )
+        with plain_output():
+            return GPTLightningCLI(
+                LitGPT,
+                CharDataModule,
+                # A rerun in the same run directory overwrites config.yaml instead of refusing to start.
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"description": __doc__},
+                args=args,
+            )
     except CheckpointWriteError as err:
         last = Path(err.path).with_name("last.ckpt")
         step = checkpoint_step(last) if last.is_file() else None
         kept = f"{last} holds step {step}" if step is not None else "no earlier checkpoint of this run was kept"
         print(f"error: {err}; {kept}. Free some space, then resume with: {resume_command(args)}", file=sys.stderr)
         raise SystemExit(2) from None
-    except LitGPTError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except ValueError as err:  # LitGPTError; jsonargparse wraps one raised by a callback group's class
+        cause = next((e for e in causes(err) if isinstance(e, LitGPTError)), None)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C while reading or tokenizing the text, before the Trainer runs
         print("error: SIGINT before training started; nothing was written", file=sys.stderr)
@@ -239,3 +338,8 @@ def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
         if rank_zero_only.rank == 0:
             print(f"{stop}. Resume with: {resume_command(args)}", file=sys.stderr, flush=True)
         raise SystemExit(128 + stop.signum) from None
+
+
+def main() -> None:
+    """The ``lit-gpt-train`` console script: exit status 0 after a run (the CLI object is not an exit status)."""
+    cli_main()

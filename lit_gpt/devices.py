@@ -1,6 +1,7 @@
 """Where and how a run computes: the precision a device supports, the strategies that fit these models, the
 cluster environment, and the per-process device settings."""
 
+from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
@@ -68,7 +69,34 @@ def refuse_sharding(strategy: Any) -> None:
 
 
 def bf16_supported(accelerator: Optional[str]) -> bool:
-    """Whether the accelerator the Trainer will pick runs bf16 autocast at speed (a bf16-capable CUDA GPU)."""
-    if accelerator not in (None, "auto", "gpu", "cuda") or not torch.cuda.is_available():
-        return False
-    return torch.cuda.is_bf16_supported()
+    """Whether bf16 autocast runs on the device the Trainer will pick: a CPU (Lightning's CPU autocast) or a
+    bf16-capable CUDA GPU; not Apple's MPS, nor a CUDA GPU without bf16."""
+    if accelerator == "cpu":
+        return True
+    if accelerator in (None, "auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return not (accelerator in ("mps", "gpu", "cuda") or torch.backends.mps.is_available())
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 matmuls are emulated, 10-100x
+    slower than float32 (docs/benchmarks.md)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: say nothing
+        return True
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def bf16_note(precision: Any, accelerator: Optional[str]) -> tuple[Any, Optional[str]]:
+    """The precision to run and a line about it: bf16 is the user's choice wherever it runs (CPU autocast included,
+    with a note where the CPU emulates it); where it cannot run, 32-true with a warning."""
+    if not str(precision).startswith("bf16"):
+        return precision, None
+    if not bf16_supported(accelerator):
+        return "32-true", f"warning: {precision} precision cannot run on this device; training in 32-true instead"
+    on_cpu = accelerator == "cpu" or not (torch.cuda.is_available() or accelerator in ("gpu", "cuda", "mps"))
+    if on_cpu and not native_bf16():
+        return precision, (f"note: {precision} on this CPU is autocast without bf16 instructions, slower than 32-true "
+                           f"(docs/benchmarks.md); --trainer.precision 32-true runs faster here")
+    return precision, None

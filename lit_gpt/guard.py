@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lit_gpt.errors import LitGPTError
-from lit_gpt.module import is_log_step
+from lit_gpt.steps import logged_step_done, step_of_batch
 
 
 class NonFiniteGuard(Callback):
@@ -18,20 +18,15 @@ class NonFiniteGuard(Callback):
 
     def __init__(self) -> None:
         self._first_bad: Optional[torch.Tensor] = None  # () on the device: -1, or the first non-finite step
-        self._step = 0  # the optimizer step the current batch belongs to
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first_bad = torch.tensor(-1, device=pl_module.device)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        self._step = trainer.global_step
-
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         bad = ~torch.isfinite(outputs["loss"].detach())
-        self._first_bad = torch.where(bad & (self._first_bad < 0), self._step, self._first_bad)
-        if trainer.global_step != self._step and is_log_step(trainer, self._step):
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step_of_batch(trainer, batch_idx), self._first_bad)
+        if logged_step_done(trainer, batch_idx):
             self.check(trainer)  # once per logged optimizer step: on its last batch, with gradient accumulation
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,

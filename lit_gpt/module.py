@@ -7,6 +7,8 @@ from typing import Any, Literal, Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torchmetrics.aggregation import MeanMetric
 
 from lit_gpt.config import GPTConfig
@@ -14,12 +16,7 @@ from lit_gpt.errors import LitGPTError
 from lit_gpt.files import model_weights, read_checkpoint
 from lit_gpt.model import build_model
 from lit_gpt.optim import MuonAdamW, parameter_groups
-
-
-def is_log_step(trainer: L.Trainer, step: int) -> bool:
-    """Whether Lightning writes the metrics of optimizer step ``step`` (0-based: ``trainer.global_step`` while the
-    step runs, ``trainer.global_step - 1`` once it is done) to the logger: every ``trainer.log_every_n_steps`` steps."""
-    return (step + 1) % trainer.log_every_n_steps == 0
+from lit_gpt.steps import is_log_step
 
 
 def metric_dtype(device: torch.device) -> torch.dtype:
@@ -146,7 +143,8 @@ class LitGPT(L.LightningModule):
             raise LitGPTError(f"--model.optimizer muon needs the transformer's weight matrices; arch {hp.arch} has none")
         # One fused kernel for all of AdamW, on CUDA and on a CPU: there 4-5x less time than foreach for the CPU
         # recipe's model, about 7% of a step at nanoGPT's batch of 12 (docs/benchmarks.md).
-        fused = self.device.type in ("cuda", "cpu") or None
+        # Not under 16-mixed: its gradient scaler cannot unscale (and so clip) the gradients of a fused optimizer.
+        fused = (self.device.type in ("cuda", "cpu") and not str(self.trainer.precision).startswith("16")) or None
         if muon_groups:
             optimizer = MuonAdamW(muon_groups, adamw_groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2),
                                   fused=fused)
@@ -157,3 +155,14 @@ class LitGPT(L.LightningModule):
             lambda step: lr_multiplier(step, hp.warmup_steps, hp.lr_decay_steps, hp.min_lr / hp.learning_rate),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "lr"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        """Lightning's clipping, also for a fused optimizer under bf16-mixed: Lightning refuses to clip one under any
+        mixed precision, for a gradient scaler's sake, but bf16 has no scaler, so the gradients are already unscaled."""
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or "norm")
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)  # without MixedPrecision's check
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_gpt.attention_image import attention_image
 from lit_gpt.generate import TextGenerator
-from lit_gpt.module import is_log_step
+from lit_gpt.steps import is_log_step
 from lit_gpt.tokenizer import CharTokenizer
 
 

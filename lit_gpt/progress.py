@@ -4,7 +4,7 @@ progress bar that counts optimizer steps of ``max_steps`` with a time estimate."
 import copy
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -18,6 +18,24 @@ class StepProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar, counting optimizer steps up to ``trainer.max_steps`` ("train 120/500 [00:31<01:43]")
     instead of the batches of an endless epoch ("Epoch 0: 120it"). It is redrawn every ``refresh_rate`` steps: a redraw
     costs ~0.7 ms of Python and reads the loss off the device."""
+
+    def __init__(self, refresh_rate: Optional[int] = None, process_position: int = 0, leave: bool = False) -> None:
+        """Args:
+            refresh_rate: Redraw every this many steps. null: on the steps that log (``trainer.log_every_n_steps``).
+            process_position: The bar's line, for several bars at once (tqdm's ``position``).
+            leave: Leave the finished bar on the terminal.
+        """
+        super().__init__(refresh_rate=refresh_rate or 1, process_position=process_position, leave=leave)
+        self._on_log_steps = refresh_rate is None
+        self._log_every = 1
+
+    @property
+    def refresh_rate(self) -> int:
+        return self._log_every if self._on_log_steps else super().refresh_rate
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._log_every = trainer.log_every_n_steps or 1
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         bar = self.train_progress_bar  # not TQDMProgressBar's: it would first draw "Epoch 0" of an endless epoch

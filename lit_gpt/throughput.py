@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
 from lit_gpt.model import build_model
-from lit_gpt.module import is_log_step
+from lit_gpt.steps import logged_step_done
 
 clock = time.perf_counter  # the throughput's clock (a test replaces it with a fake one)
 
@@ -74,7 +74,6 @@ class TokenThroughput(Callback):
         self._throughput.reset()
         self._start, self._paused = clock(), None
         self._steps, self._samples, self._tokens, self._flops = 0, 0, 0, 0
-        self._step_seen = trainer.global_step  # global_step at the end of the previous training batch
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -82,9 +81,7 @@ class TokenThroughput(Callback):
         self._samples += batch_size(batch)
         self._tokens += batch_tokens(batch)
         self._flops += self._flops_per_batch
-        stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
-        step = trainer.global_step - 1  # the step just done, as Lightning logs it
-        if not stepped or not trainer.is_global_zero or not is_log_step(trainer, step):
+        if not trainer.is_global_zero or not logged_step_done(trainer, batch_idx):
             return  # with gradient accumulation, only the batch that completes an optimizer step logs
         self._synchronize(trainer)  # the clock must see the work done, not just launched
         self._throughput.update(time=clock() - self._start, batches=self._steps, samples=self._samples,
@@ -92,7 +89,7 @@ class TokenThroughput(Callback):
         self._flops = 0  # FLOPs are per update; the others are running totals
         metrics = {f"train/{name}": value for name, value in self._throughput.compute().items()}
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+            logger.log_metrics(metrics, step=trainer.global_step - 1)  # the step just done, as Lightning logs it
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = None

@@ -292,3 +292,27 @@ class SignalAtFitStart(Callback):
         import signal
 
         signal.raise_signal(self.signum)
+
+
+class GradNorms(Callback):
+    """The gradients' total norm after every optimizer step (as clipped), in ``norms``."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        grads = [p.grad.float() for p in pl_module.parameters() if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+
+class SignalAfterStep(Callback):
+    """Send this process a signal once optimizer step ``step`` (1-based: ``global_step``) has run (Ctrl-C mid-run)."""
+
+    def __init__(self, step: int, signum: int = 2) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        import signal
+
+        if trainer.global_step == self.step:
+            signal.raise_signal(self.signum)

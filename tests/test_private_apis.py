@@ -30,3 +30,10 @@ def test_lightning_cli_still_reads_ckpt_path_hyper_parameters_in_the_hook_the_cl
     the command line's; if Lightning renamed it, its own version would run again."""
     assert "_parse_ckpt_path" in inspect.getsource(LightningCLI.__init__)
     assert cli.GPTLightningCLI._parse_ckpt_path is not LightningCLI._parse_ckpt_path
+
+
+def test_lightning_cli_builds_its_trainer_with_the_method_the_cli_calls() -> None:
+    """GPTLightningCLI.instantiate_trainer hands the composed callbacks to LightningCLI._instantiate_trainer(config,
+    callbacks), which adds the config-saving callback and builds the Trainer, as LightningCLI's own method does."""
+    assert list(inspect.signature(LightningCLI._instantiate_trainer).parameters) == ["self", "config", "callbacks"]
+    assert "self._instantiate_trainer(" in inspect.getsource(LightningCLI.instantiate_trainer)
