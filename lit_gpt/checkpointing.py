@@ -228,6 +228,13 @@ class PeriodicCheckpoint(Callback):
         return isinstance(interval, int) and (trainer.fit_loop.total_batch_idx + 1) % interval == 0
 
 
+def last_checkpoint(trainer: L.Trainer) -> Path:
+    """The run's ``last.ckpt``: where periodic_checkpoint writes it (or would, by Lightning's rule, were it off)."""
+    periodic = next((c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint)), None)
+    return (periodic.directory(trainer) if periodic is not None else run_checkpoint_dir(trainer)) / "last.ckpt"
+
+
+
 class ResumedLogStep(Callback):
     """Keeps the step that metrics are logged at equal to the optimizer step, also after a resume.
 

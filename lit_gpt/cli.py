@@ -1,32 +1,27 @@
 """The command line: ``python train.py {fit,validate} --config configs/<recipe>.yaml [--section.key value]``."""
 
-import logging
 import os
 import shlex
 import shutil
 import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import lightning as L
-import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
+from lightning.pytorch.callbacks import StochasticWeightAveraging
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lit_gpt.assembly import CALLBACKS, add_callback_groups, compose
-from lit_gpt.checkpointing import PeriodicCheckpoint, checkpoint_step, run_checkpoint_dir
+from lit_gpt.checkpointing import checkpoint_step, last_checkpoint
 from lit_gpt.config import GPTConfig
 from lit_gpt.data import CharDataModule
 from lit_gpt.devices import bf16_note, refuse_sharding, without_slurm_auto_requeue
-from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped
+from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, causes, one_line
 from lit_gpt.files import read_checkpoint
 from lit_gpt.module import LitGPT
-from lit_gpt.progress import DropLightningTips
+from lit_gpt.progress import plain_output, run_report
 
 
 class GPTLightningCLI(LightningCLI):
@@ -179,71 +174,25 @@ class GPTLightningCLI(LightningCLI):
             rank_zero_info(run_report(self.trainer))
 
 
-def last_checkpoint(trainer: L.Trainer) -> Path:
-    """The run's ``last.ckpt``: where periodic_checkpoint writes it (or would, by Lightning's rule, were it off)."""
-    periodic = next((c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint)), None)
-    return (periodic.directory(trainer) if periodic is not None else run_checkpoint_dir(trainer)) / "last.ckpt"
-
-
 def refuse_epoch_settings(trainer: L.Trainer, max_time: Any) -> None:
     """One line for the settings that count epochs, before anything is written: training here draws from one endless
     stream of random windows, so an epoch never ends."""
     interval = trainer.val_check_interval
     if isinstance(interval, float) and interval != 1.0:
-        raise LitGPTError(f"--trainer.val_check_interval {interval} is a fraction of an epoch, and training here is one "
-                          f"endless stream of random windows: give a number of steps (--trainer.val_check_interval 250)")
+        raise LitGPTError(f"--trainer.val_check_interval {interval} is a fraction of an epoch, and training here is "
+                          f"one endless stream of random windows: give a number of steps "
+                          f"(--trainer.val_check_interval 250)")
     if trainer.limit_train_batches != 1.0 and trainer.max_epochs != 1:
-        raise LitGPTError(f"--trainer.limit_train_batches {trainer.limit_train_batches} ends an epoch that the next one "
-                          f"would repeat window for window; set the run's length with --trainer.max_steps (or add "
-                          f"--trainer.max_epochs 1)")
+        raise LitGPTError(f"--trainer.limit_train_batches {trainer.limit_train_batches} ends an epoch that the next "
+                          f"one would repeat window for window; set the run's length with --trainer.max_steps (or "
+                          f"add --trainer.max_epochs 1)")
     if trainer.max_steps == -1 and max_time is None:
-        raise LitGPTError("the run has no end: training here is one endless stream of random windows, so epochs never "
-                          "end; set --trainer.max_steps (or --trainer.max_time)")
+        raise LitGPTError("the run has no end: training here is one endless stream of random windows, so epochs "
+                          "never end; set --trainer.max_steps (or --trainer.max_time)")
     if any(isinstance(c, StochasticWeightAveraging) for c in trainer.callbacks):
         raise LitGPTError("StochasticWeightAveraging averages the weights at the end of each epoch, and training here "
-                          "is one endless epoch; average every step with lightning.pytorch.callbacks.EMAWeightAveraging")
-
-
-def run_report(trainer: L.Trainer) -> str:
-    """``lit_gpt: done at step N; best val_loss ... at step S: PATH; last.ckpt: PATH; sample: python sample.py ...``"""
-    lines = [f"lit_gpt: done at step {trainer.global_step}"]
-    best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.best_model_path), None)
-    if best is not None:
-        score = best.best_model_score if best.best_model_score is not None else saved_best_score(best.best_model_path)
-        value = f" {float(score):.4f}" if score is not None else ""
-        lines.append(f"best {best.monitor}{value} at step {checkpoint_step(Path(best.best_model_path))}: "
-                     f"{best.best_model_path}")
-    last = last_checkpoint(trainer)
-    if last.is_file():
-        lines.append(f"last.ckpt (step {checkpoint_step(last)}): {last}")
-    if best is None and not last.is_file():
-        lines.append("no checkpoint was written")
-        return "; ".join(lines)
-    lines.append(f"sample: {shlex.join(['python', 'sample.py', '--checkpoint', best.best_model_path if best else str(last)])}")
-    return "\n  ".join(lines)
-
-
-def saved_best_score(path: str) -> Optional[float]:
-    """The best score a ModelCheckpoint recorded in the checkpoint file (the processes of ddp_spawn keep it)."""
-    try:
-        states = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
-    except Exception:
-        return None
-    scores = [s["best_model_score"] for s in states.values() if isinstance(s, dict) and s.get("best_model_path") == path
-              and s.get("best_model_score") is not None]
-    return float(scores[0]) if scores else None
-
-
-def causes(err: BaseException) -> Iterator[BaseException]:
-    """The exception and those it was raised from, in turn."""
-    while err is not None:
-        yield err
-        err = err.__cause__ or err.__context__
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's message as one line (Lightning's span several)."""
-    return " ".join(str(err).split())
+                          "is one endless epoch; average every step with "
+                          "lightning.pytorch.callbacks.EMAWeightAveraging")
 
 
 def config_mismatches(hparams: dict[str, Any], arch: str, config: GPTConfig) -> list[str]:
@@ -273,33 +222,6 @@ def resume_command(args: ArgsType) -> str:
     exe = "python" if python and os.path.realpath(python) == os.path.realpath(sys.executable) else sys.executable
     prefix = [exe, script] if script.endswith(".py") else [script]
     return shlex.join([*prefix, *kept, "--ckpt_path", "last"])
-
-
-@contextmanager
-def plain_output() -> Iterator[None]:
-    """For the length of a run: warnings as one ``warning: ...`` line, Lightning's cloud-logger tip left out, and three
-    warnings from inside Lightning 2.6 and jsonargparse that are not the user's to fix."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch.utilities.rank_zero",
-                                                    "lightning.fabric.utilities.rank_zero")]
-    tips = DropLightningTips()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
-        # jsonargparse cannot write a torch.device default (StochasticWeightAveraging's) into config.yaml; nor can anyone.
-        warnings.filterwarnings("ignore", message=r"\s*Unable to serialize instance", module="jsonargparse")
-        warnings.showwarning = show_one_line
-        for logger in loggers:
-            logger.addFilter(tips)
-        try:
-            yield
-        finally:
-            for logger in loggers:
-                logger.removeFilter(tips)
-
-
-def show_one_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-    """``warnings.showwarning`` as one line, without Python's source line."""
-    print(f"warning: {one_line(message)}", file=sys.stderr if file is None else file)
 
 
 def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:

@@ -1,4 +1,7 @@
-"""The one exception type for mistakes a user can fix (bad paths, impossible configs, unknown characters)."""
+"""The one exception type for mistakes a user can fix (bad paths, impossible configs, unknown characters), the
+exceptions that stop a run, and how an exception becomes one line."""
+
+from collections.abc import Iterator
 
 
 class LitGPTError(ValueError):
@@ -34,3 +37,15 @@ class StartupInterrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(f"{signal_name(signum)} before training started; nothing was written")
         self.signum = signum
+
+
+def causes(err: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from, in turn."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message as one line (Lightning's span several)."""
+    return " ".join(str(err).split())

@@ -1,15 +1,26 @@
-"""What a run prints in the terminal: one summary line, a warning when a recipe is too big for the machine, and a
-progress bar that counts optimizer steps of ``max_steps`` with a time estimate."""
+"""What a run prints in the terminal: one summary line, a warning when a recipe is too big for the machine, a
+progress bar that counts optimizer steps of ``max_steps`` with a time estimate, warnings as one line, and at the end
+what the run made."""
 
 import copy
 import logging
+import shlex
+import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
+
+from lit_gpt.checkpointing import checkpoint_step, last_checkpoint
+from lit_gpt.errors import one_line
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to take longer than this is pointed to the CPU recipe
 
@@ -97,3 +108,61 @@ class DropLightningTips(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "litlogger" not in str(record.msg)
+
+
+def run_report(trainer: L.Trainer) -> str:
+    """``lit_gpt: done at step N; best val_loss ... at step S: PATH; last.ckpt: PATH; sample: python sample.py ...``"""
+    lines = [f"lit_gpt: done at step {trainer.global_step}"]
+    best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.best_model_path), None)
+    if best is not None:
+        score = best.best_model_score if best.best_model_score is not None else saved_best_score(best.best_model_path)
+        value = f" {float(score):.4f}" if score is not None else ""
+        lines.append(f"best {best.monitor}{value} at step {checkpoint_step(Path(best.best_model_path))}: "
+                     f"{best.best_model_path}")
+    last = last_checkpoint(trainer)
+    if last.is_file():
+        lines.append(f"last.ckpt (step {checkpoint_step(last)}): {last}")
+    if best is None and not last.is_file():
+        lines.append("no checkpoint was written")
+        return "; ".join(lines)
+    sample = best.best_model_path if best is not None else str(last)
+    lines.append(f"sample: {shlex.join(['python', 'sample.py', '--checkpoint', sample])}")
+    return "\n  ".join(lines)
+
+
+def saved_best_score(path: str) -> Optional[float]:
+    """The best score a ModelCheckpoint recorded in the checkpoint file (the processes of ddp_spawn keep it)."""
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
+    except Exception:
+        return None
+    scores = [s["best_model_score"] for s in states.values() if isinstance(s, dict) and s.get("best_model_path") == path
+              and s.get("best_model_score") is not None]
+    return float(scores[0]) if scores else None
+
+
+@contextmanager
+def plain_output() -> Iterator[None]:
+    """For the length of a run: warnings as one ``warning: ...`` line, Lightning's cloud-logger tip left out, and three
+    warnings from inside Lightning 2.6 and jsonargparse that are not the user's to fix."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch.utilities.rank_zero",
+                                                    "lightning.fabric.utilities.rank_zero")]
+    tips = DropLightningTips()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+        # jsonargparse cannot write a torch.device default (StochasticWeightAveraging's) into config.yaml.
+        warnings.filterwarnings("ignore", message=r"\s*Unable to serialize instance", module="jsonargparse")
+        warnings.showwarning = show_one_line
+        for logger in loggers:
+            logger.addFilter(tips)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(tips)
+
+
+def show_one_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """``warnings.showwarning`` as one line, without Python's source line."""
+    print(f"warning: {one_line(message)}", file=sys.stderr if file is None else file)

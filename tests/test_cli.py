@@ -9,9 +9,7 @@ import torch
 import yaml
 
 from helpers import assert_one_line_error
-from lit_gpt.cli import GPTLightningCLI, cli_main
-from lit_gpt.data import CharDataModule
-from lit_gpt.module import LitGPT
+from lit_gpt.cli import cli_main
 from lit_gpt.sample_cli import main as sample_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,5 @@
 """Sampling: the KV cache, the exact and windowed modes, top-k/top-p, the Python API and sample.py's streaming."""
 
-import argparse
 import io
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from lit_gpt.errors import LitGPTError
 from lit_gpt.generate import TextGenerator, generate, sample_next
 from lit_gpt.model import GPT, Bigram
 from lit_gpt.sample_cli import build_parser, main as sample_main, run
-from lit_gpt.tokenizer import CharTokenizer
 
 BLOCK = 16
 

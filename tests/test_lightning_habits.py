@@ -11,7 +11,7 @@ from unittest import mock
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 
 from helpers import assert_one_line_error
@@ -173,7 +173,8 @@ def test_csv_logger(tmp_path: Path) -> None:
 def test_a_stopped_run_logs_every_step_it_ran(tmp_path: Path, signum: int, after_step: int) -> None:
     """Ctrl-C or SIGTERM: the step it interrupts is finished, written to last.ckpt and logged, as is the validation that
     follows it; nothing of the next step is."""
-    stop = f'{{"class_path": "helpers.SignalAfterStep", "init_args": {{"step": {after_step}, "signum": {int(signum)}}}}}'
+    init = f'{{"step": {after_step}, "signum": {int(signum)}}}'
+    stop = f'{{"class_path": "helpers.SignalAfterStep", "init_args": {init}}}'
     with pytest.raises(SystemExit) as exit_info:
         fit(tmp_path, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir",
             str(tmp_path / "csv"), "--trainer.log_every_n_steps", "1", f"--trainer.callbacks+={stop}")
@@ -275,7 +276,7 @@ def test_validate_a_run(tmp_path: Path) -> None:
     assert cli_obj.trainer.callback_metrics["val_loss"].item() > 0
 
 
-# Refused, in one line, with nothing written ----------------------------------------------------------------------------
+# Refused, in one line, with nothing written ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("extra, pattern", [
     (["--trainer.val_check_interval", "0.5"], r"val_check_interval"),
