@@ -1,5 +1,5 @@
-"""Load on serve.py: N streaming requests at a time from a client on 127.0.0.1, beside sample.py's one stream
-(characters/s, first-character latency, errors).
+"""Load on serve.py: N streaming completions (OpenAI's protocol) at a time from a client on 127.0.0.1, beside
+sample.py's one stream (characters/s, first-character latency, errors).
 
     python bench/serve_load.py --checkpoint CKPT --clients 1 2 4 8 --requests 8 --characters 200 --workers 2
 """
@@ -22,13 +22,16 @@ def one_request(port: int, characters: int, seed: int) -> tuple[float, int]:
     """(seconds to the first character, characters received) of one streaming request."""
     start, first, count = time.perf_counter(), None, 0
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    body = {"prompt": "\n", "max_new_tokens": characters, "seed": seed, "stream": True}
+    body = {"model": "m", "prompt": "\n", "max_tokens": characters, "seed": seed, "stream": True}
     conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
     response = conn.getresponse()
     if response.status != 200:
         raise RuntimeError(f"HTTP {response.status}")
-    for line in iter(response.readline, b""):
-        text = json.loads(line).get("text", "")
+    for line in iter(response.readline, b""):  # server-sent events: "data: {...}", then "data: [DONE]"
+        data = line.decode().removeprefix("data: ").strip()
+        if not data or data == "[DONE]":
+            continue
+        text = json.loads(data)["choices"][0]["text"]
         first = time.perf_counter() - start if first is None and text else first
         count += len(text)
     return first, count

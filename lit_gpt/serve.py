@@ -1,145 +1,113 @@
-"""Serve a checkpoint over HTTP with LitServe: a completion API that can stream, and a page to write with it.
+"""Serve a checkpoint over HTTP with LitServe: OpenAI's completions and chat completions protocol, and a page.
 
     python serve.py --checkpoint runs/shakespeare_char/checkpoints/last.ckpt [--host 127.0.0.1] [--port 8000]
 
-``POST /v1/completions`` takes JSON: ``prompt`` (required), ``max_new_tokens`` (500), ``temperature`` (0.8),
-``top_k`` (200), ``top_p`` (null), ``seed`` (null: a random one, returned so the text can be had again) and
-``stream`` (false). It answers ``{"text": ..., "seed": ...}`` (application/json), or with ``"stream": true`` one JSON
-object per line as the characters are generated (application/x-ndjson): ``{"text": "R"}`` (the first character at
-once, then what was generated in each 20 ms), ..., then ``{"done": true, "seed": ...}``. ``text`` is the
-continuation only; the same prompt, settings and seed give the text ``sample.py`` gives. ``GET /`` is the page. A bad
-request gets a 4xx answer ``{"error": "..."}`` naming the problem. The command line is in ``serve_cli.py``.
+``POST /v1/completions`` and ``POST /v1/chat/completions`` answer as OpenAI's API does, so its clients work
+unchanged (lit_gpt/openai_protocol.py: the fields, how chat messages become a script, ``stop``, ``n``, streaming
+as server-sent events); ``GET /v1/models`` lists the served checkpoint; ``GET /`` is the page. The same prompt,
+settings and seed give the text ``sample.py`` gives. A bad request gets a 4xx answer in OpenAI's error shape. The
+command line is in ``serve_cli.py``.
 """
 
 import json
 import math
 import os
-import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any, Iterator
+from typing import Any
 
 import litserve as ls
 import torch
 from starlette.responses import HTMLResponse, JSONResponse
 
 from lit_gpt.generate import TextGenerator, resolve_device
+from lit_gpt.openai_protocol import (
+    OpenAIError, UntilStop, check_job, choice_delta, envelope, final_choice, model_card, sse, usage,
+)
 
-API_PATH = "/v1/completions"
+API_PATH = "/v1/completions"  # LitServe's endpoint: both protocols' jobs reach the workers here
+ROUTES = {"/v1/completions": "text_completion", "/v1/chat/completions": "chat.completion"}
 PAGE = Path(__file__).with_name("page.html")
-LIMITS = {"prompt": 10_000, "max_new_tokens": 10_000, "body_bytes": 1_000_000}  # the stated limits of a request
+BODY_BYTES = 1_000_000  # the stated limit of a request body
 FLUSH_SECONDS = 0.02  # a streamed answer sends what was generated at most this often
-DEFAULTS = {"max_new_tokens": 500, "temperature": 0.8, "top_k": 200, "top_p": None, "seed": None, "stream": False}
 
 
-class BadRequest(Exception):
-    """A request that cannot be served: its HTTP status and a message for the client."""
+class OpenAIRoutes:
+    """ASGI middleware: checks every completion request before LitServe queues it, answering 4xx in OpenAI's error
+    shape, and hands LitServe the checked job; answers ``/v1/models`` itself.
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def check_request(body: Any, vocab: set[str]) -> dict[str, Any]:
-    """The request with defaults filled in, or BadRequest naming every problem found."""
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object, e.g. {\"prompt\": \"ROMEO:\"}")
-    unknown = sorted(set(body) - {"prompt", *DEFAULTS})
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; the fields are prompt, {', '.join(DEFAULTS)}")
-    request = {**DEFAULTS, **body}
-    problems = []
-    prompt = request.get("prompt")
-
-    def number(name: str, kind: type | tuple[type, ...], ok: Callable[[Any], bool], rule: str,
-               nullable: bool = False) -> None:
-        value = request[name]
-        if value is None and nullable:
-            return
-        if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
-            problems.append(f"{name} must be {rule}, got {json.dumps(value)}")
-
-    if not isinstance(prompt, str):
-        problems.append(f"prompt must be a string, got {json.dumps(prompt)}")
-    elif len(prompt) > LIMITS["prompt"]:
-        raise BadRequest(f"prompt has {len(prompt)} characters; the limit is {LIMITS['prompt']}", 413)
-    else:
-        missing = sorted(set(prompt) - vocab)
-        if missing:
-            problems.append(f"prompt has {len(missing)} character(s) outside the model's vocabulary: "
-                            + ", ".join(json.dumps(c, ensure_ascii=False) for c in missing))
-    number("max_new_tokens", int, lambda n: 1 <= n <= LIMITS["max_new_tokens"],
-           f"an integer from 1 to {LIMITS['max_new_tokens']}")
-    number("temperature", (int, float), lambda t: 0 <= t <= 100, "a number from 0 to 100")
-    number("top_k", int, lambda k: k >= 1, "an integer >= 1 or null", nullable=True)
-    number("top_p", (int, float), lambda p: 0 < p <= 1, "a number in (0, 1] or null", nullable=True)
-    number("seed", int, lambda s: 0 <= s < 2**63, "an integer from 0 to 2**63 - 1 or null", nullable=True)
-    if not isinstance(request["stream"], bool):
-        problems.append(f"stream must be true or false, got {json.dumps(request['stream'])}")
-    if problems:
-        raise BadRequest("; ".join(problems))
-    if request["seed"] is None:
-        request["seed"] = random.randrange(2**31)
-    return request
-
-
-class CompletionChecks:
-    """ASGI middleware: checks every completion request before LitServe queues it, answering 4xx with a JSON error.
-
-    LitServe answers a body that is not JSON with 500, and a streaming API can only report an error after its 200 has
-    gone out; checked here, every bad request gets its 4xx. It also sets the content type of the answer (LitServe's
-    streaming answer has none): application/json, or application/x-ndjson for ``"stream": true``.
+    LitServe answers a body that is not JSON with 500 and a streaming API can only report an error after its 200 has
+    gone out; checked here, every bad request gets its 4xx. LitServe's own OpenAISpec covers chat only, reports every
+    finish_reason as "stop" and its errors in FastAPI's shape, so both protocols are translated here.
     """
 
-    def __init__(self, app: Any, vocab: list[str]) -> None:
-        self.app, self.vocab = app, set(vocab)
+    def __init__(self, app: Any, vocab: list[str], model: str, created: int) -> None:
+        self.app, self.vocab, self.model, self.created = app, set(vocab), model, created
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != API_PATH:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or (path not in ROUTES and not path.startswith("/v1/models")):
             return await self.app(scope, receive, send)
         try:
+            if path.startswith("/v1/models"):
+                return await JSONResponse(self.models(path))(scope, receive, send)
             if scope["method"] != "POST":
-                raise BadRequest(f"use POST with a JSON body on {API_PATH}", 405)
+                raise OpenAIError(f"use POST with a JSON body on {path}", status=405)
             body = await read_body(receive)
             try:
-                request = check_request(json.loads(body), self.vocab)
+                job = check_job(json.loads(body), ROUTES[path], self.vocab, self.model)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise BadRequest(f"the body is not JSON ({err})") from None
-        except BadRequest as err:
-            return await JSONResponse({"error": str(err)}, status_code=err.status)(scope, receive, send)
-        checked = json.dumps(request).encode()  # with the defaults and the seed filled in
-        sent = False
+                raise OpenAIError(f"the body is not JSON ({err})") from None
+        except OpenAIError as err:
+            return await JSONResponse(err.body(), status_code=err.status)(scope, receive, send)
+        await self.app(*as_litserve_request(scope, job, receive, send))
 
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": checked, "more_body": False}
-            return await receive()
+    def models(self, path: str) -> dict[str, Any]:
+        card = model_card(self.model, self.created)
+        if path.rstrip("/") == "/v1/models":
+            return {"object": "list", "data": [card]}
+        if path[len("/v1/models/"):] != self.model:
+            raise OpenAIError(f"The model '{path[len('/v1/models/'):]}' does not exist; this server serves "
+                              f"'{self.model}'", "model", 404, "model_not_found")
+        return card
 
-        kind = b"application/x-ndjson" if request["stream"] else b"application/json"
 
-        async def send_typed(message: dict) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 200:
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-type"]
-                message = {**message, "headers": [*headers, (b"content-type", kind)]}
-            await send(message)
+def as_litserve_request(scope: dict, job: dict[str, Any], receive: Any, send: Any) -> tuple[dict, Any, Any]:
+    """(scope, receive, send) for LitServe's endpoint with the job as the body, the answer typed as an event stream
+    or JSON (LitServe's streaming answer has no type of its own)."""
+    checked = json.dumps(job).encode()
+    sent = False
 
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(checked)).encode())]
-        await self.app({**scope, "headers": headers}, replay, send_typed)
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": checked, "more_body": False}
+        return await receive()  # the client's disconnect, if it goes away
+
+    kind = b"text/event-stream" if job["stream"] else b"application/json"
+
+    async def send_typed(message: dict) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 200:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-type"]
+            message = {**message, "headers": [*headers, (b"content-type", kind)]}
+        await send(message)
+
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(checked)).encode())]
+    return {**scope, "path": API_PATH, "raw_path": API_PATH.encode(), "headers": headers}, replay, send_typed
 
 
 async def read_body(receive: Any) -> bytes:
-    """The whole request body, or BadRequest (413) once it passes the stated limit."""
+    """The whole request body, or OpenAIError (413) once it passes the stated limit."""
     body, more = b"", True
     while more:
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
-        if len(body) > LIMITS["body_bytes"]:
-            raise BadRequest(f"the body is over {LIMITS['body_bytes']} bytes", 413)
+        if len(body) > BODY_BYTES:
+            raise OpenAIError(f"the body is over {BODY_BYTES} bytes", status=413)
     return body
 
 
@@ -155,22 +123,22 @@ class Page:
         await self.app(scope, receive, send)
 
 
-def in_chunks(chars: Iterator[str], seconds: float) -> Iterator[dict[str, str]]:
-    """``{"text": ...}`` with the characters generated since the last one: the first at once, then at most one every
-    ``seconds`` (a message per character would cost LitServe's queue more than generating it)."""
+def in_chunks(pieces: Iterator[str], seconds: float) -> Iterator[str]:
+    """The text generated since the last chunk: the first piece at once, then at most one chunk every ``seconds`` (a
+    message per character would cost LitServe's queue more than generating it)."""
     chunk, last = [], -math.inf
-    for ch in chars:
-        chunk.append(ch)
+    for piece in pieces:
+        chunk.append(piece)
         if time.perf_counter() - last >= seconds:
-            yield {"text": "".join(chunk)}
+            yield "".join(chunk)
             chunk, last = [], time.perf_counter()
     if chunk:
-        yield {"text": "".join(chunk)}
+        yield "".join(chunk)
 
 
 class CompletionAPI(ls.LitAPI):
-    """Generates text for checked requests, one at a time per worker; each request has its own seed and settings, so
-    requests are not batched together (a batch would give other text for a seed than sample.py does)."""
+    """Generates the choices of checked jobs, one job at a time per worker; each request has its own seed and settings,
+    so requests are not batched together (a batch would give other text for a seed than sample.py does)."""
 
     def __init__(self, checkpoint: str, workers: int = 1) -> None:
         super().__init__(api_path=API_PATH, stream=True)
@@ -182,20 +150,48 @@ class CompletionAPI(ls.LitAPI):
         self.generator = TextGenerator.from_checkpoint(self.checkpoint, device)
 
     def decode_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        return request  # checked by CompletionChecks
+        return request  # a job checked by OpenAIRoutes
 
-    def predict(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        chars = self.generator.stream(request["prompt"], request["max_new_tokens"], temperature=request["temperature"],
-                                      top_k=request["top_k"], top_p=request["top_p"], seed=request["seed"])
-        if request["stream"]:
-            yield from in_chunks(chars, FLUSH_SECONDS)
-            yield {"done": True, "seed": request["seed"]}
-        else:
-            yield {"text": "".join(chars), "seed": request["seed"]}
+    def predict(self, job: dict[str, Any]) -> Iterator[str]:
+        """Server-sent events as the text comes, or the whole answer as one JSON object."""
+        choices, completion_chars = [], 0
+        for p, prompt in enumerate(job["prompts"]):
+            for i in range(job["n"]):
+                index = p * job["n"] + i
+                chars = self.generator.stream(prompt, job["max_tokens"], temperature=job["temperature"],
+                                              top_k=job["top_k"], top_p=job["top_p"], seed=job["seed"] + index)
+                pieces = UntilStop(chars, job["stop"])
+                text = [prompt] if job["echo"] else []
+                if job["stream"] and job["object"] == "chat.completion":
+                    yield sse(envelope(job, True, choices=[choice_delta(job, index, None, first=True)]))
+                if job["stream"] and text:
+                    yield sse(envelope(job, True, choices=[choice_delta(job, index, prompt)]))
+                for piece in in_chunks(iter(pieces), FLUSH_SECONDS) if job["stream"] else pieces:
+                    text.append(piece)
+                    completion_chars += len(piece)
+                    if job["stream"]:
+                        yield sse(envelope(job, True, choices=[choice_delta(job, index, piece)]))
+                choices.append(final_choice(job, index, "".join(text), pieces.finish))
+                if job["stream"]:
+                    yield sse(envelope(job, True, choices=[choice_delta(job, index, None, pieces.finish)]))
+        totals = usage(sum(map(len, job["prompts"])), completion_chars)
+        if not job["stream"]:
+            yield json.dumps(envelope(job, False, choices=choices, usage=totals))
+            return
+        if job["include_usage"]:
+            yield sse(envelope(job, True, choices=[], usage=totals))
+        yield sse("[DONE]")
 
-    def encode_response(self, outputs: Iterator[dict[str, Any]]) -> Any:  # lines of JSON (Any: FastAPI reads this)
-        for output in outputs:
-            yield json.dumps(output) + "\n"
+    def encode_response(self, outputs: Iterator[str]) -> Any:  # Any: FastAPI reads this
+        yield from outputs
+
+
+def model_name(checkpoint: str) -> str:
+    """The served model's name: its run and file, ``shakespeare_char_cpu/last`` for
+    ``runs/shakespeare_char_cpu/checkpoints/last.ckpt``."""
+    path = Path(checkpoint).resolve()
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return f"{run.name}/{path.stem}"
 
 
 def build_server(checkpoint: str, device: str = "auto", workers: int = 1, timeout: float = 120.0) -> ls.LitServer:
@@ -205,6 +201,6 @@ def build_server(checkpoint: str, device: str = "auto", workers: int = 1, timeou
     resolved = resolve_device(device)
     accelerator = resolved.type if resolved.type in ("cpu", "cuda", "mps") else "auto"
     devices = 1 if resolved.index is None else [resolved.index]
+    routes = {"vocab": vocab, "model": model_name(checkpoint), "created": int(Path(checkpoint).stat().st_mtime)}
     return ls.LitServer(CompletionAPI(checkpoint, workers), accelerator=accelerator, devices=devices,
-                        workers_per_device=workers, timeout=timeout,
-                        middlewares=[(CompletionChecks, {"vocab": vocab}), Page])
+                        workers_per_device=workers, timeout=timeout, middlewares=[(OpenAIRoutes, routes), Page])

@@ -26,7 +26,8 @@ def check_port(host: str, port: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve.py", description="Serve a lit_gpt checkpoint over HTTP with LitServe: "
-                                     "POST /v1/completions (JSON; \"stream\": true streams) and a page at /.",
+                                     "OpenAI's API (POST /v1/completions, POST /v1/chat/completions, GET /v1/models) "
+                                     "and a page at /.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -49,15 +50,16 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise LitGPTError(f"--workers must be at least 1, got {args.workers}")
         if importlib.util.find_spec("litserve") is None:
             raise LitGPTError('serving needs LitServe, an optional extra: pip install -e ".[serve]" (or litserve)')
-        from lit_gpt.serve import API_PATH, build_server
+        from lit_gpt.serve import build_server, model_name
 
         server = build_server(args.checkpoint, args.device, args.workers, args.timeout)
         check_port(args.host, args.port)
     except LitGPTError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"lit_gpt: serving {args.checkpoint} on http://{args.host}:{args.port}/ (API: POST {API_PATH}); "
-          f"Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
+    print(f"lit_gpt: serving {args.checkpoint} as model {model_name(args.checkpoint)!r} on http://{args.host}:"
+          f"{args.port}/ (OpenAI's API at http://{args.host}:{args.port}/v1); Ctrl-C or SIGTERM stops it",
+          file=sys.stderr, flush=True)
     # LitServe shuts its workers down on KeyboardInterrupt but not on SIGTERM (it would leave them running): the same.
     main_pid = os.getpid()
 

@@ -19,7 +19,8 @@ import pytest
 from lit_gpt.cli import cli_main
 from lit_gpt.files import read_checkpoint
 from lit_gpt.sample_cli import main as sample_main
-from lit_gpt.serve import check_request
+from lit_gpt.openai_protocol import check_job
+from lit_gpt.serve import ROUTES
 from lit_gpt.serve_cli import build_parser as serve_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,9 +127,14 @@ def check(command: str, checkpoint: Path, capsys: pytest.CaptureFixture) -> None
         assert shutil.which("tensorboard") and "--logdir" in tokens
         return
     if head == "curl":
+        url = next(t for t in tokens if t.startswith("http"))
+        path = "/" + url.split("/", 3)[3]
+        if "-d" not in tokens:  # a GET
+            assert path.startswith("/v1/models"), command
+            return
         body = json.loads(tokens[tokens.index("-d") + 1])
         vocab = set(read_checkpoint(checkpoint)["hyper_parameters"]["vocab"])
-        check_request(body, vocab)
+        check_job(body, ROUTES[path], vocab, "model")
         return
     pytest.fail(f"no check for this command: {command}")
 

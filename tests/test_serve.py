@@ -1,5 +1,6 @@
-"""serve.py as a real server process on a free local port, talked to over HTTP: completions, streaming, concurrent
-requests, bad requests, the page, and SIGTERM."""
+"""serve.py as a real server process on a free local port, talked to over HTTP and with the official ``openai``
+client: completions and chat, streaming, n choices, stop sequences, concurrent requests, bad requests, the page,
+and SIGTERM."""
 
 import http.client
 import io
@@ -93,42 +94,111 @@ def sampled(checkpoint: Path, prompt: str, max_new_tokens: int, seed: int, **set
     return out.getvalue()[len(prompt):-len(f"\n{SEPARATOR}\n")]
 
 
-def stream_lines(server: Server, **request) -> tuple[dict, list[dict]]:
-    """POST with "stream": true; (headers, the JSON lines), read as they arrive."""
+def client(server: Server):
+    """The official ``openai`` client, pointed at the server."""
+    openai = pytest.importorskip("openai")  # a dev dependency: missing, the run says so
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="none", max_retries=0)
+
+
+def events(server: Server, path: str, **request) -> tuple[dict, list]:
+    """POST with "stream": true; (headers, the server-sent events' data, "[DONE]" as a string), read as they come."""
     conn = server.connection()
     try:
-        conn.request("POST", "/v1/completions", body=json.dumps({**request, "stream": True}))
+        conn.request("POST", path, body=json.dumps({**request, "stream": True}))
         response = conn.getresponse()
         assert response.status == 200
-        lines = [json.loads(line) for line in iter(response.readline, b"") if line.strip()]
-        return dict(response.getheaders()), lines
+        lines = [line.decode() for line in iter(response.readline, b"") if line.strip()]
+        assert all(line.startswith("data: ") for line in lines), lines
+        data = [line[len("data: "):].strip() for line in lines]
+        return dict(response.getheaders()), [d if d == "[DONE]" else json.loads(d) for d in data]
     finally:
         conn.close()
 
 
 @pytest.mark.slow  # a server process
-def test_a_completion_is_the_text_sample_py_gives(server: Server, checkpoint: Path) -> None:
-    status, headers, body = server.complete(prompt="ROMEO:", max_new_tokens=60, seed=7, top_p=0.9)
+def test_a_completion_from_the_openai_client_is_the_text_sample_py_gives(server: Server, checkpoint: Path) -> None:
+    answer = client(server).completions.create(model="any name", prompt="ROMEO:", max_tokens=60, seed=7, top_p=0.9,
+                                               temperature=0.8, user="someone", logprobs=None, presence_penalty=0)
+    assert answer.object == "text_completion" and answer.model == "debug/last" and answer.id.startswith("cmpl-")
+    [choice] = answer.choices
+    assert choice.text == sampled(checkpoint, "ROMEO:", 60, 7, top_p=0.9) and choice.finish_reason == "length"
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (6, 60, 66)
+
+
+@pytest.mark.slow  # a server process
+def test_the_answer_is_json_and_without_a_seed_a_random_one_is_used_and_returned(server: Server,
+                                                                                checkpoint: Path) -> None:
+    status, headers, _ = server.complete(prompt="KING", max_tokens=3)
     assert status == 200 and headers["content-type"] == "application/json"
-    answer = json.loads(body)
-    assert answer == {"text": sampled(checkpoint, "ROMEO:", 60, 7, top_p=0.9), "seed": 7}
-    assert len(answer["text"]) == 60
+    first, second = (json.loads(server.complete(prompt="KING", max_tokens=30)[2]) for _ in range(2))
+    assert first["seed"] != second["seed"]  # an extension: the seed that gives this text again
+    assert first["choices"][0]["text"] == sampled(checkpoint, "KING", 30, first["seed"])
 
 
 @pytest.mark.slow  # a server process
-def test_without_a_seed_a_random_one_is_used_and_returned(server: Server, checkpoint: Path) -> None:
-    first, second = (json.loads(server.complete(prompt="KING", max_new_tokens=30)[2]) for _ in range(2))
-    assert first["seed"] != second["seed"]
-    assert first["text"] == sampled(checkpoint, "KING", 30, first["seed"])
+def test_n_choices_each_with_its_own_seed_and_stop_sequences(server: Server, checkpoint: Path) -> None:
+    """Choice i samples with seed + i; a stop sequence ends a choice (left out of its text: finish_reason "stop")."""
+    full = [sampled(checkpoint, "JULIET:", 80, 11 + i) for i in range(3)]
+    stop = next(c for c in full[0][5:] if c in full[1] or c in full[2])  # a character that ends at least one
+    answer = client(server).completions.create(model="m", prompt="JULIET:", max_tokens=80, n=3, seed=11, stop=[stop])
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    for choice, text in zip(answer.choices, full):
+        expected = text.split(stop)[0]
+        assert choice.text == expected
+        assert choice.finish_reason == ("stop" if stop in text else "length")
+    assert answer.usage.completion_tokens == sum(len(c.text) for c in answer.choices)
+    echoed = client(server).completions.create(model="m", prompt="JULIET:", max_tokens=10, seed=11, echo=True)
+    assert echoed.choices[0].text == "JULIET:" + full[0][:10]
 
 
 @pytest.mark.slow  # a server process
-def test_streaming_sends_the_characters_in_lines_as_they_come_then_done(server: Server, checkpoint: Path) -> None:
-    headers, lines = stream_lines(server, prompt="JULIET:", max_new_tokens=40, seed=3, temperature=1.2)
-    assert headers["content-type"] == "application/x-ndjson"
-    assert lines[-1] == {"done": True, "seed": 3}
-    assert len(lines[0]["text"]) == 1  # the first character at once; then what each 20 ms generated
-    assert "".join(line["text"] for line in lines[:-1]) == sampled(checkpoint, "JULIET:", 40, 3, temperature=1.2)
+def test_streaming_sends_server_sent_events_as_the_text_comes(server: Server, checkpoint: Path) -> None:
+    headers, data = events(server, "/v1/completions", prompt="JULIET:", max_tokens=40, seed=3, temperature=1.2,
+                           stream_options={"include_usage": True})
+    assert headers["content-type"].startswith("text/event-stream") and data[-1] == "[DONE]"
+    *chunks, usage_chunk, _ = data
+    assert len(chunks[0]["choices"][0]["text"]) == 1  # the first character at once; then what each 20 ms generated
+    assert all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == sampled(checkpoint, "JULIET:", 40, 3, temperature=1.2)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == 40
+    streamed = client(server).completions.create(model="m", prompt="JULIET:", max_tokens=40, seed=3, temperature=1.2,
+                                                 stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == sampled(checkpoint, "JULIET:", 40, 3, temperature=1.2)
+
+
+@pytest.mark.slow  # a server process
+def test_chat_turns_the_messages_into_a_script_and_the_reply_ends_with_its_speech(server: Server,
+                                                                                 checkpoint: Path) -> None:
+    messages = [{"role": "system", "content": "A street in Verona."},
+                {"role": "user", "name": "ROMEO", "content": "Good morrow, cousin."},
+                {"role": "assistant", "name": "BENVOLIO", "content": "Is the day so young?"},
+                {"role": "user", "name": "ROMEO", "content": "But new struck nine."}]
+    script = ("A street in Verona.\n\nROMEO:\nGood morrow, cousin.\n\nBENVOLIO:\nIs the day so young?\n\n"
+              "ROMEO:\nBut new struck nine.\n\nBENVOLIO:\n")
+    text = sampled(checkpoint, script, 300, 5)
+    reply = text.split("\n\n")[0]
+    answer = client(server).chat.completions.create(model="m", messages=messages, max_tokens=300, seed=5)
+    assert answer.object == "chat.completion" and answer.choices[0].message.role == "assistant"
+    assert answer.choices[0].message.content == reply
+    assert answer.choices[0].finish_reason == ("stop" if "\n\n" in text else "length")
+    assert answer.usage.prompt_tokens == len(script)
+    streamed = list(client(server).chat.completions.create(model="m", messages=messages, max_tokens=300, seed=5,
+                                                           stream=True))
+    assert streamed[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == reply
+    assert streamed[-1].choices[0].finish_reason == answer.choices[0].finish_reason
+    assert all(c.object == "chat.completion.chunk" for c in streamed)
+
+
+@pytest.mark.slow  # a server process
+def test_models_lists_the_served_checkpoint(server: Server) -> None:
+    models = client(server).models.list()
+    assert [m.id for m in models.data] == ["debug/last"] and models.data[0].owned_by == "lit_gpt"
+    assert client(server).models.retrieve("debug/last").id == "debug/last"
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.NotFoundError):
+        client(server).models.retrieve("gpt-4")
 
 
 @pytest.mark.slow  # a server process
@@ -136,11 +206,11 @@ def test_concurrent_streaming_requests_are_all_served_each_with_its_own_text(ser
                                                                              checkpoint: Path) -> None:
     results: dict[int, str] = {}
 
-    def client(seed: int) -> None:
-        _, lines = stream_lines(server, prompt="\n", max_new_tokens=50, seed=seed)
-        results[seed] = "".join(line.get("text", "") for line in lines)
+    def stream(seed: int) -> None:
+        _, data = events(server, "/v1/completions", prompt="\n", max_tokens=50, seed=seed)
+        results[seed] = "".join(d["choices"][0]["text"] for d in data[:-1])
 
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(6)]
+    threads = [threading.Thread(target=stream, args=(seed,)) for seed in range(6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -150,39 +220,56 @@ def test_concurrent_streaming_requests_are_all_served_each_with_its_own_text(ser
 
 
 @pytest.mark.slow  # a server process
-@pytest.mark.parametrize("body, status, message", [
-    ("not json", 400, r"the body is not JSON"),
-    ('["ROMEO"]', 400, r"must be a JSON object"),
-    ('{"max_new_tokens": 5}', 400, r"prompt must be a string, got null"),
-    ('{"prompt": "ROMEO\u20ac~\u00e9"}', 400, r'3 character\(s\) outside the model\'s vocabulary: "~", "\u00e9", "\u20ac"'),
-    ('{"prompt": "A", "temperature": -1, "top_k": 0}', 400, r"temperature must be .* got -1; top_k must be"),
-    ('{"prompt": "A", "top_p": 1.5, "seed": -2, "stream": "yes"}', 400, r"top_p .* got 1.5; seed .*; stream must"),
-    ('{"prompt": "A", "max_new_tokens": 10001}', 400, r"max_new_tokens must be an integer from 1 to 10000"),
-    ('{"prompt": "A", "max_new_tokens": 2.5}', 400, r"max_new_tokens must be an integer"),
-    ('{"prompt": "A", "colour": "red"}', 400, r"unknown field\(s\): colour"),
-    (json.dumps({"prompt": "A" * 10_001}), 413, r"prompt has 10001 characters; the limit is 10000"),
-    (json.dumps({"prompt": "A", "pad": "x" * 1_000_001}), 413, r"the body is over 1000000 bytes"),
-], ids=["not-json", "not-object", "no-prompt", "vocabulary", "ranges", "more-ranges", "length", "float-length",
-        "unknown-field", "long-prompt", "big-body"])
-def test_a_bad_request_gets_a_4xx_json_error_naming_the_problem(server: Server, body: str, status: int,
-                                                                message: str) -> None:
-    got, headers, answer = server.request("POST", "/v1/completions", body.encode())
+@pytest.mark.parametrize("path, body, status, param, message", [
+    ("/v1/completions", "not json", 400, None, r"the body is not JSON"),
+    ("/v1/completions", '["ROMEO"]', 400, None, r"must be a JSON object"),
+    ("/v1/completions", '{"max_tokens": 5}', 400, "prompt", r"prompt must be a string or a list of strings"),
+    ("/v1/completions", '{"prompt": "ROMEO\u20ac~\u00e9"}', 400, "prompt",
+     r'3 character\(s\) outside the model\'s vocabulary: "~", "\u00e9", "\u20ac"'),
+    ("/v1/completions", '{"prompt": "A", "temperature": -1}', 400, "temperature", r"temperature must be a number"),
+    ("/v1/completions", '{"prompt": "A", "top_p": 1.5}', 400, "top_p", r"top_p must be a number in \(0, 1\]"),
+    ("/v1/completions", '{"prompt": "A", "max_tokens": 10001}', 400, "max_tokens",
+     r"max_tokens must be an integer from 1 to 10000"),
+    ("/v1/completions", '{"prompt": "A", "n": 17}', 400, "n", r"n must be an integer from 1 to 16"),
+    ("/v1/completions", '{"prompt": "A", "stop": ["a", "b", "c", "d", "e"]}', 400, "stop", r"up to 4"),
+    ("/v1/completions", '{"prompt": "A", "logprobs": 2}', 400, "logprobs", r"cannot be honoured"),
+    ("/v1/completions", '{"prompt": "A", "colour": "red"}', 400, "colour", r"Unrecognized request argument"),
+    ("/v1/chat/completions", '{"messages": []}', 400, "messages", r"non-empty list"),
+    ("/v1/chat/completions", '{"messages": [{"role": "tool", "content": "x"}]}', 400, "messages", r"a role of"),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\u00e9"}]}', 400, "messages",
+     r"outside the model's vocabulary"),
+    ("/v1/completions", json.dumps({"prompt": "A" * 10_001}), 413, "prompt", r"prompt has 10001 characters"),
+    ("/v1/completions", json.dumps({"prompt": "A", "pad": "x" * 1_000_001}), 413, None, r"over 1000000 bytes"),
+], ids=["not-json", "not-object", "no-prompt", "vocabulary", "temperature", "top_p", "length", "n", "stop",
+        "logprobs", "unknown-field", "no-messages", "tool-role", "chat-vocabulary", "long-prompt", "big-body"])
+def test_a_bad_request_gets_a_4xx_in_openai_error_shape(server: Server, path: str, body: str, status: int,
+                                                       param: str, message: str) -> None:
+    got, headers, answer = server.request("POST", path, body.encode())
     assert got == status and headers["content-type"] == "application/json"
-    assert re.search(message, json.loads(answer)["error"])
-    assert server.complete(prompt="A", max_new_tokens=3, seed=1)[0] == 200  # the server still serves
+    error = json.loads(answer)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param
+    assert re.search(message, error["message"])
+    assert server.complete(prompt="A", max_tokens=3, seed=1)[0] == 200  # the server still serves
+
+
+@pytest.mark.slow  # a server process
+def test_the_openai_client_raises_its_own_error_for_a_bad_request(server: Server) -> None:
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.BadRequestError) as err:
+        client(server).completions.create(model="m", prompt="A", max_tokens=5, best_of=3)
+    assert err.value.body["param"] == "best_of" and "cannot be honoured" in err.value.body["message"]
 
 
 @pytest.mark.slow  # a server process
 def test_a_client_that_goes_away_mid_stream_does_not_harm_the_server(server: Server, checkpoint: Path) -> None:
     for _ in range(3):  # more abandoned streams than workers
         conn = server.connection()
-        conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "A", "max_new_tokens": 3000,
-                                                                  "stream": True}))
+        conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "A", "max_tokens": 3000, "stream": True}))
         response = conn.getresponse()
-        assert response.status == 200 and json.loads(response.readline())["text"]
+        assert response.status == 200 and response.readline().startswith(b"data: ")
         conn.close()  # gone, mid-stream
-    status, _, body = server.complete(prompt="ROMEO:", max_new_tokens=20, seed=5)
-    assert status == 200 and json.loads(body)["text"] == sampled(checkpoint, "ROMEO:", 20, 5)
+    status, _, body = server.complete(prompt="ROMEO:", max_tokens=20, seed=5)
+    assert status == 200 and json.loads(body)["choices"][0]["text"] == sampled(checkpoint, "ROMEO:", 20, 5)
 
 
 @pytest.mark.slow  # a server process
@@ -206,7 +293,7 @@ def test_the_page_streams_a_completion_in_a_real_browser(server: Server) -> None
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1000, "height": 760})
         page.goto(f"http://127.0.0.1:{server.port}/")
-        for field, value in (("#prompt", "ROMEO:"), ("#max_new_tokens", "400"), ("#seed", "1337")):
+        for field, value in (("#prompt", "ROMEO:"), ("#max_tokens", "400"), ("#seed", "1337")):
             page.fill(field, value)
         page.click("#generate")
         page.wait_for_function("document.getElementById('status').textContent.includes('seed')", timeout=120_000)
@@ -220,7 +307,7 @@ def test_the_page_streams_a_completion_in_a_real_browser(server: Server) -> None
 @pytest.mark.slow  # a server process
 def test_sigterm_stops_the_server_and_its_workers_with_status_0(checkpoint: Path, tmp_path: Path) -> None:
     running = Server(checkpoint, tmp_path / "log")
-    assert running.complete(prompt="A", max_new_tokens=3, seed=1)[0] == 200
+    assert running.complete(prompt="A", max_tokens=3, seed=1)[0] == 200
     running.proc.send_signal(signal.SIGTERM)
     try:
         assert running.proc.wait(timeout=60) == 0, (tmp_path / "log").read_text()[-2000:]
