@@ -199,8 +199,10 @@ def config_mismatches(hparams: dict[str, Any], arch: str, config: GPTConfig) -> 
     """The model settings in which a checkpoint's hyper-parameters differ from ``arch`` and ``config``, each as
     ``"n_embd 32 in the checkpoint, 128 in the config"`` (dropout may differ: it changes no weight)."""
     mismatches = [f"arch {hparams['arch']} in the checkpoint, {arch} in the config"] if hparams["arch"] != arch else []
-    for name in ("n_layer", "n_head", "n_embd", "bias", "block_size", "mlp", "residual", "layernorm"):
-        theirs, ours = hparams["config"].get(name, True), getattr(config, name)  # True: before the switches existed
+    defaults = GPTConfig()  # a setting the checkpoint lacks predates it: the default, which it was trained with
+    for name in ("n_layer", "n_head", "n_embd", "bias", "block_size", "mlp", "residual", "layernorm", "position",
+                 "qk_norm", "activation", "zero_init", "tie_weights", "logit_cap"):
+        theirs, ours = hparams["config"].get(name, getattr(defaults, name)), getattr(config, name)
         if theirs != ours:
             mismatches.append(f"{name} {theirs} in the checkpoint, {ours} in the config")
     return mismatches

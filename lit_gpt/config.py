@@ -1,6 +1,7 @@
 """Model configuration: one dataclass, validated as soon as it is built."""
 
 from dataclasses import dataclass
+from typing import Optional
 
 from lit_gpt.errors import LitGPTError
 
@@ -21,6 +22,13 @@ class GPTConfig:
         residual: Whether the attention and the feed-forward network add to a residual stream (``x = x + f(x)``)
             instead of replacing it (``x = f(x)``).
         layernorm: Whether there is a LayerNorm before the attention, before the feed-forward network and at the end.
+        position: "learned" (a table of positions, nanoGPT) or "rope" (rotary embeddings of queries and keys).
+        qk_norm: Whether each head's queries and keys are scaled to unit RMS before attention.
+        activation: The MLP's nonlinearity: "gelu" (nanoGPT) or "relu2" (relu squared).
+        zero_init: Whether the projections back into the residual stream start at zero (each block starts as the
+            identity) instead of GPT-2's small random values.
+        tie_weights: Whether the output head shares its matrix with the token embeddings (nanoGPT).
+        logit_cap: Soft-cap the logits to (-cap, cap) with a tanh; null: no cap.
     """
 
     vocab_size: int = 65
@@ -33,6 +41,12 @@ class GPTConfig:
     mlp: bool = True
     residual: bool = True
     layernorm: bool = True
+    position: str = "learned"
+    qk_norm: bool = False
+    activation: str = "gelu"
+    zero_init: bool = False
+    tie_weights: bool = True
+    logit_cap: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -46,6 +60,15 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise LitGPTError(f"dropout must be in [0, 1), got {self.dropout}")
+        choices = {"position": ("learned", "rope"), "activation": ("gelu", "relu2")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise LitGPTError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.position == "rope" and self.head_size % 2:
+            raise LitGPTError(f"rotary embeddings rotate pairs of channels: n_embd / n_head must be even, got "
+                              f"{self.head_size}")
+        if self.logit_cap is not None and not self.logit_cap > 0:
+            raise LitGPTError(f"logit_cap must be positive (or null), got {self.logit_cap}")
 
     @property
     def head_size(self) -> int:

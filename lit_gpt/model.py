@@ -12,13 +12,14 @@ import torch.nn.functional as F
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
+from lit_gpt.modern import HeadNorm, NoPositions, NoRotation, ReLUSquared, Rotary, SoftCap
 
 
 class KVCache:
     """Keys and values of the positions one attention layer has already seen, for generation.
 
     Pre-allocated to ``block_size`` positions; ``length`` says how many are filled. Positions are absolute (learned
-    position embeddings), so a cache is only valid for a text that has not been shifted since it was filled.
+    or rotary position embeddings), so a cache is only valid for a text that has not been shifted since it was filled.
     """
 
     def __init__(self, batch_size: int, n_head: int, block_size: int, head_size: int, device: torch.device,
@@ -46,17 +47,22 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # back into the residual stream
         self.resid_dropout = nn.Dropout(config.dropout)
+        # Later techniques, where the config asks for them (lit_gpt/modern.py); otherwise they do nothing.
+        self.qk_norm = HeadNorm() if config.qk_norm else nn.Identity()
+        self.rotary = Rotary(config.head_size, config.block_size) if config.position == "rope" else NoRotation()
 
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, C) -> q, k, v, each (B, nh, T, hs)"""
+    def heads(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, C) at positions start.. -> q, k, v, each (B, nh, T, hs)"""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k = (self.rotary(self.qk_norm(t), start) for t in (q, k))
+        return q, k, v
 
     def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C). With a cache, x holds the T positions that follow the cached ones."""
         B, T, C = x.size()
-        q, k, v = self.heads(x)  # (B, nh, T, hs) each
+        q, k, v = self.heads(x, kv_cache.length if kv_cache is not None else 0)  # (B, nh, T, hs) each
         mask, is_causal = None, True
         if kv_cache is not None:
             past = kv_cache.length
@@ -83,12 +89,12 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: widen 4x, GELU, project back."""
+    """Position-wise feed-forward network: widen 4x, GELU (or relu squared), project back."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU() if config.activation == "gelu" else ReLUSquared()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -155,7 +161,11 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer: token + position embeddings, ``n_layer`` blocks, final LayerNorm, tied LM head."""
+    """Decoder-only transformer: token + position embeddings, ``n_layer`` blocks, final LayerNorm, tied LM head.
+
+    The later techniques of ``GPTConfig`` swap parts in at build time: rotary positions instead of the table, an
+    untied head, soft-capped logits, zero-initialised projections (lit_gpt/modern.py).
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -164,18 +174,23 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
-                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
+                wpe=nn.Embedding(config.block_size, config.n_embd)  # learned position embeddings
+                if config.position == "learned" else NoPositions(),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([(Block if config.residual else PlainBlock)(config) for _ in range(config.n_layer)]),
                 ln_f=layer_norm(config),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix reads and writes tokens
+        if config.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix reads and writes tokens
+        self.logit_cap = SoftCap(config.logit_cap) if config.logit_cap is not None else nn.Identity()
         self.apply(self._init_weights)
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale the residual projections by depth
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init:  # after the draw, so that every other weight starts as it would
+                    nn.init.zeros_(param)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -225,7 +240,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache[i] if kv_cache is not None else None)  # (B, T, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, C) @ (C, vocab_size) -> (B, T, vocab_size)
+        logits = self.logit_cap(self.lm_head(x))  # (B, T, C) @ (C, vocab_size) -> (B, T, vocab_size)
         loss = None if targets is None else _cross_entropy(logits, targets)
         return logits, loss
 

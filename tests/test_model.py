@@ -166,3 +166,68 @@ def test_residual_switch_replaces_the_stream_instead_of_adding_to_it() -> None:
     block.load_state_dict(plain.state_dict())
     h = x + block.attn(x)
     torch.testing.assert_close(block(x), h + block.mlp(h))
+
+
+MODERN = {"rope": {"position": "rope"}, "qk_norm": {"qk_norm": True}, "relu2": {"activation": "relu2"},
+          "zero_init": {"zero_init": True}, "untied": {"tie_weights": False}, "logit_cap": {"logit_cap": 0.5},
+          "all": {"position": "rope", "qk_norm": True, "activation": "relu2", "zero_init": True, "tie_weights": False,
+                  "logit_cap": 0.5}}
+
+
+@pytest.mark.parametrize("options", MODERN.values(), ids=MODERN.keys())
+def test_each_later_technique_generates_with_the_kv_cache_as_without(options: dict) -> None:
+    """Rotary positions continue from the cache's length: the logits of a text fed in pieces equal the whole's."""
+    torch.manual_seed(0)
+    model = GPT(tiny_config(**options)).eval()
+    idx = torch.randint(0, 11, (2, 16))
+    whole, _ = model(idx)
+    cache = model.new_kv_cache(2)
+    pieces = [model(idx[:, :9], kv_cache=cache)[0], *(model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(9, 16))]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), whole)
+
+
+def test_each_later_technique_changes_what_it_names() -> None:
+    torch.manual_seed(0)
+    idx = torch.arange(16).remainder(11).unsqueeze(0)
+    rope = GPT(tiny_config(position="rope"))
+    assert not any("wpe" in name for name, _ in rope.named_parameters())
+    untied = GPT(tiny_config(tie_weights=False))
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    capped = GPT(tiny_config(logit_cap=0.5))
+    with torch.no_grad():
+        capped.lm_head.weight.mul_(1000)  # logits far beyond the cap
+    assert capped(idx)[0].abs().max() < 0.5
+    zero = GPT(tiny_config(zero_init=True))
+    assert all(p.abs().sum() == 0 for n, p in zero.named_parameters() if n.endswith("c_proj.weight"))
+    assert type(GPT(tiny_config(activation="relu2")).transformer.h[0].mlp.gelu).__name__ == "ReLUSquared"
+    assert type(GPT(tiny_config(qk_norm=True)).transformer.h[0].attn.qk_norm).__name__ == "HeadNorm"
+
+
+def test_rotary_attention_depends_on_relative_positions_only() -> None:
+    """The same two characters, one apart, give the same attention score wherever they stand."""
+    from lit_gpt.modern import Rotary
+
+    rotary = Rotary(head_size=8, block_size=16)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    scores = [(rotary(q, start + 1) * rotary(k, start)).sum().item() for start in (0, 5, 12)]
+    assert scores == pytest.approx([scores[0]] * 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"position": "alibi"}, r"position must be one of learned, rope"),
+    ({"activation": "swish"}, r"activation must be one of gelu, relu2"),
+    ({"position": "rope", "n_embd": 18, "n_head": 2}, r"must be even, got 9"),
+    ({"logit_cap": 0}, r"logit_cap must be positive"),
+])
+def test_config_rejects_bad_technique_settings(options: dict, message: str) -> None:
+    with pytest.raises(LitGPTError, match=message):
+        tiny_config(**options)
+
+
+def test_a_checkpoint_of_another_technique_is_named_in_the_mismatch() -> None:
+    from lit_gpt.cli import config_mismatches
+
+    hparams = {"arch": "gpt", "config": {k: v for k, v in vars(tiny_config()).items() if k != "position"}}
+    assert config_mismatches(hparams, "gpt", tiny_config()) == []  # an older checkpoint: the default it had
+    assert config_mismatches(hparams, "gpt", tiny_config(position="rope")) == [
+        "position learned in the checkpoint, rope in the config"]

@@ -1,0 +1,69 @@
+"""Small-GPT techniques of later years, each a module that ``model.py`` swaps in at build time where the config asks
+for it (``GPTConfig``: ``position``, ``qk_norm``, ``activation``, ``logit_cap``); beside each, the module that does
+nothing in its place, so that nanoGPT's default path runs exactly as before. Measured in docs/recipes.md.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Rotary(nn.Module):
+    """Rotary position embeddings (RoFormer, 2021): each pair of a head's query and key channels is rotated by an
+    angle proportional to the position, so that attention scores depend on relative positions. Replaces the learned
+    position table."""
+
+    def __init__(self, head_size: int, block_size: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
+        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (block_size, hs/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)  # derived: not in checkpoints
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """x (B, nh, T, hs) at positions start.. -> rotated (B, nh, T, hs)"""
+        T, half = x.size(2), x.size(3) // 2
+        cos, sin = self.cos[start:start + T].to(x.dtype), self.sin[start:start + T].to(x.dtype)  # (T, hs/2)
+        x1, x2 = x[..., :half], x[..., half:]  # (B, nh, T, hs/2) each
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+class NoRotation(nn.Module):
+    """In place of ``Rotary``: positions come from the learned table instead."""
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return x
+
+
+class NoPositions(nn.Module):
+    """In place of the learned position table, with rotary embeddings: adds nothing to the token embeddings."""
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((), device=pos.device)
+
+
+class HeadNorm(nn.Module):
+    """QK-norm: each head's queries and keys scaled to unit RMS before their dot products, which keeps attention
+    logits in range at high learning rates."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, nh, T, hs) -> (B, nh, T, hs)"""
+        return F.rms_norm(x, (x.size(-1),))
+
+
+class ReLUSquared(nn.Module):
+    """relu(x)² (Primer, 2021): in the MLP in place of GELU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
+class SoftCap(nn.Module):
+    """Logit soft-capping (Gemma 2): ``cap * tanh(logits / cap)`` keeps every logit inside (-cap, cap)."""
+
+    def __init__(self, cap: float) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.cap * torch.tanh(logits / self.cap)
