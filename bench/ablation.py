@@ -1,6 +1,6 @@
-"""Each technique of lit_gpt/modern.py alone on a recipe, and together, against the recipe as it is: the final
-val_loss (whole validation split) and the wall time from the process start, for each of several seeds, one run after
-the other. Method: docs/recipes.md.
+"""Each technique of lit_gpt/modern.py alone on a recipe with nanoGPT's parts (learned positions), and together,
+against that: the final val_loss (whole validation split) and the wall time from the process start, for each of
+several seeds, one run after the other. Method: docs/recipes.md.
 
     python bench/ablation.py [--config configs/shakespeare_char_cpu.yaml] [--seeds 1337 1338] [--only rope qk_norm]
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 import common
 
 EMA = json.dumps({"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.98}})
-VARIANTS = {  # name: the recipe's overrides; few principled settings, none tuned on the validation split
+NANOGPT_PARTS = ["--model.config.position", "learned"]  # the base every variant changes one part of
+VARIANTS = {  # name: overrides of the base; few principled settings, none tuned on the validation split
     "recipe": [],
     "rope": ["--model.config.position", "rope"],
     "qk_norm": ["--model.config.qk_norm", "true"],
@@ -59,13 +60,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:  # seed by seed, so that a machine that slows down affects every variant alike
             for name, overrides in variants.items():
-                result = run(args.config, [*overrides, *extra], seed, Path(tmp) / f"{name}-{seed}")
+                result = run(args.config, [*NANOGPT_PARTS, *overrides, *extra], seed, Path(tmp) / f"{name}-{seed}")
                 results[name].append(result)
                 print(f"seed {seed} {name:10s} val_loss {result['val_loss']:.4f} at step {result['step']}, "
                       f"{result['seconds']:.1f} s", flush=True)
     base = statistics.mean(r["val_loss"] for r in results["recipe"])
     base_time = statistics.mean(r["seconds"] for r in results["recipe"])
-    print(f"\n| variant | val_loss, mean (min-max) over seeds {args.seeds} | vs. the recipe | wall time vs. the recipe |")
+    print(f"\n| variant | val_loss, mean (min-max), seeds {args.seeds} | vs. the recipe | wall time vs. the recipe |")
     print("|---|---|---|---|")
     for name, runs in results.items():
         losses = [r["val_loss"] for r in runs]

@@ -57,7 +57,9 @@ def ours(workdir: Path, args: argparse.Namespace) -> dict:
     record = json.loads((workdir / "timeline.json").read_text())
     step, at = next(((s, t) for s, t, loss in record["validations"] if loss <= args.target), (None, None))
     return {"seconds": at and at - start, "step": step, "startup": record["first_step"] - start,
-            "best": min(loss for *_, loss in record["validations"]), "peak_memory_gib": record.get("peak_memory_gib")}
+            "best": min(loss for *_, loss in record["validations"]), "peak_memory_gib": record.get("peak_memory_gib"),
+            "validations": [(s, round(t - start, 1), round(loss, 4)) for s, t, loss in record["validations"]],
+            "total": time.time() - start}
 
 
 def nanogpt(workdir: Path, args: argparse.Namespace) -> dict:
@@ -79,12 +81,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="pairs of runs")
     parser.add_argument("--target", type=float, default=1.90, help="the val_loss to reach")
     parser.add_argument("--nanogpt", default="", help="overrides of nanoGPT's command, e.g. '--max_iters=10'")
+    parser.add_argument("--keep", metavar="DIR", help="keep the runs (our checkpoints) in DIR, a new folder")
     args, args.extra = parser.parse_known_args()
     args.cpu = "shakespeare_char_cpu" in args.config or not torch.cuda.is_available()
     print(common.machine_line(), flush=True)
     sides = {"ours": ours, "nanogpt": nanogpt} if common.NANOGPT.is_dir() else {"ours": ours}
     pairs = []
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = args.keep or tmp
         for repeat in range(args.repeats):
             order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
             pairs.append({side: sides[side](Path(tmp) / f"{side}{repeat}", args) for side in order})

@@ -24,7 +24,8 @@ NEUTRAL: dict[str, Callable[[Any], bool]] = {
     "user": lambda v: True, "metadata": lambda v: True, "store": lambda v: v in (None, False),
     "service_tier": lambda v: True, "parallel_tool_calls": lambda v: True,
     "presence_penalty": lambda v: v in (None, 0), "frequency_penalty": lambda v: v in (None, 0),
-    "logit_bias": lambda v: not v, "logprobs": lambda v: v in (None, False, 0), "top_logprobs": lambda v: v in (None, 0),
+    "logit_bias": lambda v: not v, "logprobs": lambda v: v in (None, False, 0),
+    "top_logprobs": lambda v: v in (None, 0),
     "suffix": lambda v: v in (None, ""), "best_of": lambda v: v in (None, 1),
     "tools": lambda v: not v, "tool_choice": lambda v: v in (None, "none", "auto"), "functions": lambda v: not v,
     "response_format": lambda v: v in (None, {"type": "text"}), "modalities": lambda v: v in (None, ["text"]),
@@ -152,7 +153,8 @@ def chat_prompt(body: dict[str, Any]) -> str:
         name = message.get("name") or message["role"].upper()
         if message["role"] == "assistant":
             reply_as = name
-        turns.append(f"{text}{TURN_END}" if message["role"] in ("system", "developer") else f"{name}:\n{text}{TURN_END}")
+        direction = message["role"] in ("system", "developer")
+        turns.append(f"{text}{TURN_END}" if direction else f"{name}:\n{text}{TURN_END}")
     reply_as = body.get("reply_as") or reply_as
     if not isinstance(reply_as, str):
         raise OpenAIError(f"reply_as must be a speaker's name, got {json.dumps(reply_as)}", "reply_as")

@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 import shutil
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -124,7 +125,8 @@ def check(command: str, checkpoint: Path, capsys: pytest.CaptureFixture) -> None
             assert f"\n{extra} =" in (ROOT / "setup.cfg").read_text(), extra
         return
     if head == "tensorboard":
-        assert shutil.which("tensorboard") and "--logdir" in tokens
+        # installed beside this interpreter, whether or not its environment is activated
+        assert shutil.which("tensorboard", path=str(Path(sys.executable).parent)) and "--logdir" in tokens
         return
     if head == "curl":
         url = next(t for t in tokens if t.startswith("http"))
