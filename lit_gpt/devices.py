@@ -68,10 +68,16 @@ def refuse_sharding(strategy: Any) -> None:
         )
 
 
+def runs_on_cpu(accelerator: Optional[str]) -> bool:
+    """Whether the Trainer will pick the CPU: asked for, or "auto" on a machine with neither CUDA nor MPS."""
+    return accelerator == "cpu" or (accelerator in (None, "auto") and not torch.cuda.is_available()
+                                    and not torch.backends.mps.is_available())
+
+
 def bf16_supported(accelerator: Optional[str]) -> bool:
     """Whether bf16 autocast runs on the device the Trainer will pick: a CPU (Lightning's CPU autocast) or a
     bf16-capable CUDA GPU; not Apple's MPS, nor a CUDA GPU without bf16."""
-    if accelerator == "cpu":
+    if runs_on_cpu(accelerator):
         return True
     if accelerator in (None, "auto", "gpu", "cuda") and torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
@@ -95,8 +101,7 @@ def bf16_note(precision: Any, accelerator: Optional[str]) -> tuple[Any, Optional
         return precision, None
     if not bf16_supported(accelerator):
         return "32-true", f"warning: {precision} precision cannot run on this device; training in 32-true instead"
-    on_cpu = accelerator == "cpu" or not (torch.cuda.is_available() or accelerator in ("gpu", "cuda", "mps"))
-    if on_cpu and not native_bf16():
+    if runs_on_cpu(accelerator) and not native_bf16():
         return precision, (f"note: {precision} on this CPU is autocast without bf16 instructions, slower than 32-true "
                            f"(docs/benchmarks.md); --trainer.precision 32-true runs faster here")
     return precision, None

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ class Page:
         await self.app(scope, receive, send)
 
 
-def in_chunks(pieces: Iterator[str], seconds: float) -> Iterator[str]:
+def in_chunks(pieces: Iterable[str], seconds: float) -> Iterator[str]:
     """The text generated since the last chunk: the first piece at once, then at most one chunk every ``seconds`` (a
     message per character would cost LitServe's queue more than generating it)."""
     chunk, last = [], -math.inf
@@ -166,7 +166,7 @@ class CompletionAPI(ls.LitAPI):
                     yield sse(envelope(job, True, choices=[choice_delta(job, index, None, first=True)]))
                 if job["stream"] and text:
                     yield sse(envelope(job, True, choices=[choice_delta(job, index, prompt)]))
-                for piece in in_chunks(iter(pieces), FLUSH_SECONDS) if job["stream"] else pieces:
+                for piece in in_chunks(pieces, FLUSH_SECONDS) if job["stream"] else pieces:
                     text.append(piece)
                     completion_chars += len(piece)
                     if job["stream"]:

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
 from lit_gpt.model import build_model
-from lit_gpt.steps import logged_step_done
+from lit_gpt.steps import logged_step_done, step_of_batch
 
 clock = time.perf_counter  # the throughput's clock (a test replaces it with a fake one)
 
@@ -89,7 +89,7 @@ class TokenThroughput(Callback):
         self._flops = 0  # FLOPs are per update; the others are running totals
         metrics = {f"train/{name}": value for name, value in self._throughput.compute().items()}
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step - 1)  # the step just done, as Lightning logs it
+            logger.log_metrics(metrics, step=step_of_batch(trainer, batch_idx))  # as Lightning logs it
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = None
