@@ -22,6 +22,7 @@ from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted
 from lit_gpt.files import read_checkpoint
 from lit_gpt.module import LitGPT
 from lit_gpt.progress import plain_output, run_report
+from lit_gpt.tokenizer import named
 
 
 class GPTLightningCLI(LightningCLI):
@@ -42,7 +43,12 @@ class GPTLightningCLI(LightningCLI):
         # The bar redraws when the logger writes: a redraw costs ~0.7 ms of Python and reads the loss off the device.
         parser.link_arguments("trainer.log_every_n_steps", "progress_bar.init_args.refresh_rate")
         parser.set_defaults({
+            "trainer.devices": 1,  # more with --trainer.devices
+            "trainer.check_val_every_n_epoch": None,  # validation counts steps: an epoch never ends here
             "trainer.enable_model_summary": False,  # RunSummary prints one line instead of Lightning's table
+            # runs/<name>: a recipe names its run (lecture recipes: lecture/<name>); version "" reuses the folder.
+            "trainer.logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": "runs", "name": "lit_gpt", "version": ""}},
             # Checkpoints written beside their final path and renamed into place (crash-safe on any TMPDIR).
             "trainer.plugins": [{"class_path": "lit_gpt.checkpointing.AtomicCheckpointIO"}],
         })
@@ -128,7 +134,7 @@ class GPTLightningCLI(LightningCLI):
             raise LitGPTError(
                 f"{path} was trained on another text: its vocabulary has {len(vocab)} characters, the data "
                 f"({self.datamodule.path}) has {len(data_vocab)}"
-                + (f", {len(unknown)} of them not in the checkpoint's ({', '.join(map(repr, unknown[:10]))})"
+                + (f", {len(unknown)} of them not in the checkpoint's ({named(unknown)})"
                    if unknown else ", in other ids")
                 + "; pass the text it was trained on with --data.path"
             )
@@ -237,6 +243,7 @@ def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
                 CharDataModule,
                 # A rerun in the same run directory overwrites config.yaml instead of refusing to start.
                 save_config_kwargs={"overwrite": True},
+                seed_everything_default=1337,
                 parser_kwargs={"description": __doc__},
                 args=args,
             )

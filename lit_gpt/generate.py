@@ -17,6 +17,7 @@ Three ways to produce the next character, all with the same sampling:
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -28,6 +29,21 @@ from lit_gpt.errors import LitGPTError
 from lit_gpt.files import model_weights, read_checkpoint
 from lit_gpt.model import build_model
 from lit_gpt.tokenizer import CharTokenizer
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """What a sample is drawn with where its caller leaves a setting out: sample.py, the server and the samples in
+    TensorBoard alike, so the same seed gives the same text everywhere."""
+
+    max_new_tokens: int = 500
+    temperature: float = 0.8
+    top_k: Optional[int] = 200
+    top_p: Optional[float] = None
+    seed: int = 1337
+
+
+DEFAULTS = Sampling()
 
 
 def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
@@ -97,20 +113,29 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], 
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
-@torch.no_grad()
 def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
              use_cache: bool = True, window_shift: Optional[int] = None) -> Iterator[torch.Tensor]:
-    """Yield ``max_new_tokens`` next-token batches (B, 1) that continue the prompt idx (B, T) int64.
+    """``max_new_tokens`` next-token batches (B, 1) that continue the prompt idx (B, T) int64, as they come; the
+    settings are checked here, before the first one (so a caller fails before it writes anything).
 
     Args:
         use_cache: Use the KV cache (models without one, like the bigram, always run cache-free).
         window_shift: None for the exact mode; K for the windowed mode (1 <= K < block_size).
     """
-    check_sampling_args(max_new_tokens, temperature, top_k, top_p)
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples=len(idx))
+    if window_shift is not None and not 1 <= window_shift < model.block_size:
+        raise LitGPTError(f"window_shift must be between 1 and block_size - 1 = {model.block_size - 1}, got "
+                          f"{window_shift}")
+    return next_ids(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, window_shift)
+
+
+@torch.no_grad()
+def next_ids(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: Optional[int],
+             top_p: Optional[float], generator: Optional[torch.Generator], use_cache: bool,
+             window_shift: Optional[int]) -> Iterator[torch.Tensor]:
+    """``generate`` once its settings are checked: one (B, 1) batch of next ids per step."""
     block = model.block_size
-    if window_shift is not None and not 1 <= window_shift < block:
-        raise LitGPTError(f"window_shift must be between 1 and block_size - 1 = {block - 1}, got {window_shift}")
     cached = use_cache and hasattr(model, "new_kv_cache")
     cache = None
     for _ in range(max_new_tokens):
@@ -142,10 +167,11 @@ class TextGenerator:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", compile: bool = False) -> "TextGenerator":
-        """Load a ``.ckpt`` written by train.py; ``compile`` wraps the model in ``torch.compile(dynamic=True)``."""
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto",
+                        compiled: bool = False) -> "TextGenerator":
+        """Load a ``.ckpt`` written by train.py; ``compiled`` wraps the model in ``torch.compile(dynamic=True)``."""
         model, tokenizer = load_checkpoint(path, device)
-        if compile:
+        if compiled:
             model.compile(dynamic=True)
         return cls(model, tokenizer)
 
@@ -155,25 +181,25 @@ class TextGenerator:
             prompt = "\n" if "\n" in self.tokenizer.stoi else self.tokenizer.chars[0]
         return self.tokenizer.encode(prompt)
 
-    def stream_batch(self, prompt: str = "", max_new_tokens: int = 500, num_samples: int = 1,
-                     temperature: float = 0.8, top_k: Optional[int] = 200, top_p: Optional[float] = None,
-                     seed: Optional[int] = 1337, use_cache: bool = True,
-                     window_shift: Optional[int] = None) -> Iterator[list[str]]:
-        """Generate ``num_samples`` continuations as one batch; yield one list of ``num_samples`` characters per step."""
-        check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
+    def stream_batch(self, prompt: str = "", max_new_tokens: int = DEFAULTS.max_new_tokens, num_samples: int = 1,
+                     temperature: float = DEFAULTS.temperature, top_k: Optional[int] = DEFAULTS.top_k,
+                     top_p: Optional[float] = DEFAULTS.top_p, seed: Optional[int] = DEFAULTS.seed,
+                     use_cache: bool = True, window_shift: Optional[int] = None) -> Iterator[list[str]]:
+        """Generate ``num_samples`` continuations as one batch: one list of ``num_samples`` characters per step. The
+        prompt and the settings are checked here, before the first character."""
         ids = self.encode_prompt(prompt)
         idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)  # (num_samples, T)
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
-        for idx_next in generate(self.model, idx, max_new_tokens, temperature, top_k, top_p, generator,
-                                 use_cache, window_shift):
-            yield [self.tokenizer.chars[i] for i in idx_next[:, 0].tolist()]
+        steps = generate(self.model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache,
+                         window_shift)
+        return ([self.tokenizer.chars[i] for i in idx_next[:, 0].tolist()] for idx_next in steps)
 
-    def stream(self, prompt: str = "", max_new_tokens: int = 500, **kwargs) -> Iterator[str]:
-        """Yield the characters of one continuation of ``prompt`` as they are produced (same options as generate)."""
-        for chars in self.stream_batch(prompt, max_new_tokens, num_samples=1, **kwargs):
-            yield chars[0]
+    def stream(self, prompt: str = "", max_new_tokens: int = DEFAULTS.max_new_tokens, **kwargs) -> Iterator[str]:
+        """The characters of one continuation of ``prompt`` as they are produced (same options as generate)."""
+        return (chars[0] for chars in self.stream_batch(prompt, max_new_tokens, num_samples=1, **kwargs))
 
-    def generate(self, prompt: str = "", max_new_tokens: int = 500, num_samples: int = 1, **kwargs) -> list[str]:
+    def generate(self, prompt: str = "", max_new_tokens: int = DEFAULTS.max_new_tokens, num_samples: int = 1,
+                 **kwargs) -> list[str]:
         """``num_samples`` strings, each the prompt followed by ``max_new_tokens`` generated characters.
 
         Keyword options: temperature (0 = greedy), top_k, top_p, seed, use_cache, window_shift.

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lit_gpt.attention_image import attention_image
-from lit_gpt.generate import TextGenerator
+from lit_gpt.generate import DEFAULTS, TextGenerator
 from lit_gpt.steps import is_log_step
 from lit_gpt.tokenizer import CharTokenizer
 
@@ -42,7 +42,8 @@ class TrainingMonitor(Callback):
     """
 
     def __init__(self, log_samples: bool = True, sample_prompt: str = "\n", sample_length: int = 300,
-                 sample_temperature: float = 0.8, sample_top_k: Optional[int] = 200, sample_seed: int = 1337,
+                 sample_temperature: float = DEFAULTS.temperature, sample_top_k: Optional[int] = DEFAULTS.top_k,
+                 sample_seed: int = DEFAULTS.seed,
                  log_attention: bool = True, attention_prompt: str = "ROMEO:\nBut soft! what light",
                  attention_scale: int = 12, log_grad_norm: bool = True) -> None:
         super().__init__()

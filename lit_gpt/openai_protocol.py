@@ -14,10 +14,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Optional
 
+from lit_gpt.generate import DEFAULTS
+from lit_gpt.tokenizer import CharTokenizer, unknown_characters
+
 LIMITS = {"prompt": 10_000, "max_tokens": 10_000, "n": 16, "stop": 4}  # the stated limits of a request
-# sample.py's settings, where a request leaves them out (OpenAI's defaults would give other text for the same seed).
-SAMPLING = {"temperature": 0.8, "top_k": 200, "top_p": None}
-MAX_TOKENS = {"text_completion": 16, "chat.completion": 500}  # OpenAI's default for completions; a turn for chat
+# Where a request leaves a setting out, sample.py's (OpenAI's defaults would give other text for the same seed); but
+# max_tokens is OpenAI's 16 for completions, and sample.py's for a chat turn, which ends at its blank line anyway.
+MAX_TOKENS = {"text_completion": 16, "chat.completion": DEFAULTS.max_new_tokens}
 TURN_END = "\n\n"  # a speech ends at a blank line: a chat reply stops there
 # Fields of OpenAI's requests that change nothing at these values (anything else cannot be honoured here).
 NEUTRAL: dict[str, Callable[[Any], bool]] = {
@@ -50,7 +53,7 @@ class OpenAIError(Exception):
         return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
 
 
-def check_job(body: Any, kind: str, vocab: set[str], model: str) -> dict[str, Any]:
+def check_job(body: Any, kind: str, tokenizer: CharTokenizer, model: str) -> dict[str, Any]:
     """The generation job for a request body of ``kind`` ("text_completion" or "chat.completion"), or OpenAIError
     naming the first field that cannot be served."""
     if not isinstance(body, dict):
@@ -65,7 +68,7 @@ def check_job(body: Any, kind: str, vocab: set[str], model: str) -> dict[str, An
     get = Reader(body)
     prompts = check_prompts(body) if kind == "text_completion" else [chat_prompt(body)]
     for prompt in prompts:
-        check_characters(prompt, vocab, "prompt" if kind == "text_completion" else "messages")
+        check_characters(prompt, tokenizer, "prompt" if kind == "text_completion" else "messages")
     max_tokens = get.integer("max_completion_tokens", None, 1, LIMITS["max_tokens"]) if kind == "chat.completion" \
         else None
     stop = body.get("stop")
@@ -76,16 +79,16 @@ def check_job(body: Any, kind: str, vocab: set[str], model: str) -> dict[str, An
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise OpenAIError("stream_options must be an object, e.g. {\"include_usage\": true}", "stream_options")
-    top_p = get.number("top_p", SAMPLING["top_p"], 0, 1, low_open=True)
+    top_p = get.number("top_p", DEFAULTS.top_p, 0, 1, low_open=True)
     seed = get.integer("seed", None, 0, 2**63 - 1)
     return {
         "object": kind, "id": f"{'cmpl' if kind == 'text_completion' else 'chatcmpl'}-{uuid.uuid4().hex[:24]}",
         "created": int(time.time()), "model": model, "prompts": prompts,
         "n": get.integer("n", 1, 1, LIMITS["n"]),
         "max_tokens": max_tokens or get.integer("max_tokens", MAX_TOKENS[kind], 1, LIMITS["max_tokens"]),
-        "temperature": get.number("temperature", SAMPLING["temperature"], 0, 100),
+        "temperature": get.number("temperature", DEFAULTS.temperature, 0, 100),
         "top_k": None if "top_k" in body and body["top_k"] is None  # null: every character (an extension)
-        else get.integer("top_k", SAMPLING["top_k"], 1, None),
+        else get.integer("top_k", DEFAULTS.top_k, 1, None),
         "top_p": None if top_p == 1 else top_p,  # 1 keeps every character: no filter, the same text as without it
         "seed": random.randrange(2**31) if seed is None else seed,
         "stop": stops + ([TURN_END] if kind == "chat.completion" else []),
@@ -170,13 +173,15 @@ def message_text(content: Any, i: int) -> str:
     raise OpenAIError(f"messages[{i}].content must be text (a string or text parts)", "messages")
 
 
-def check_characters(text: str, vocab: set[str], param: str) -> None:
+def check_characters(text: str, tokenizer: CharTokenizer, param: str) -> None:
+    """A prompt within the stated length whose characters the model knows, or OpenAIError naming them."""
     if len(text) > LIMITS["prompt"]:
         raise OpenAIError(f"{param} has {len(text)} characters; the limit is {LIMITS['prompt']}", param, 413)
-    missing = sorted(set(text) - vocab)
+    missing = sorted(tokenizer.unknown(text))
     if missing:
-        raise OpenAIError(f"{param} has {len(missing)} character(s) outside the model's vocabulary: "
-                          + ", ".join(json.dumps(c, ensure_ascii=False) for c in missing), param)
+        quote = lambda c: json.dumps(c, ensure_ascii=False)  # noqa: E731 (JSON's quotes, as the request wrote them)
+        where = "outside the model's vocabulary"
+        raise OpenAIError(f"{param} has {unknown_characters(missing, where, quote)}", param)
 
 
 class UntilStop:

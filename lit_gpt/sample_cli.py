@@ -7,7 +7,7 @@ from typing import Optional, TextIO
 
 from lit_gpt.errors import LitGPTError
 from lit_gpt.files import read_utf8
-from lit_gpt.generate import TextGenerator, check_sampling_args
+from lit_gpt.generate import DEFAULTS, TextGenerator
 
 SEPARATOR = "---------------"
 
@@ -27,15 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="text the samples start from; every character must be in the model's vocabulary "
                              "(an empty prompt starts from a newline)")
     prompt.add_argument("--prompt_file", default=None, help="read the prompt from this UTF-8 text file instead")
-    parser.add_argument("--max_new_tokens", type=int, default=500, help="characters to generate per sample (>= 1)")
+    parser.add_argument("--max_new_tokens", type=int, default=DEFAULTS.max_new_tokens,
+                        help="characters to generate per sample (>= 1)")
     parser.add_argument("--num_samples", type=int, default=1, help="number of samples, generated as one batch (>= 1)")
-    parser.add_argument("--temperature", type=float, default=0.8,
+    parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature,
                         help="softmax temperature: < 1 is more conservative, > 1 more random, 0 is greedy")
-    parser.add_argument("--top_k", type=int, default=200,
+    parser.add_argument("--top_k", type=int, default=DEFAULTS.top_k,
                         help="sample only from the k most likely characters (>= 1)")
-    parser.add_argument("--top_p", type=float, default=None,
+    parser.add_argument("--top_p", type=float, default=DEFAULTS.top_p,
                         help="sample only from the smallest set of characters whose probability reaches p, in (0, 1]")
-    parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed: the same seed gives the same text")
     parser.add_argument("--window_shift", type=int, default=None,
                         help="fast mode for text longer than the model's block_size: when the window is full, drop "
                              "the oldest K characters and refill the cache once, so every character sees at least "
@@ -52,11 +53,11 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
     """Load, generate and write to ``out``: the first sample character by character, then the others."""
     prompt = args.prompt if args.prompt_file is None else read_utf8(Path(args.prompt_file), "prompt file",
                                                                    "--prompt_file")
-    check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.num_samples)
     gen = TextGenerator.from_checkpoint(args.checkpoint, args.device, args.compile)
-    prefix = gen.tokenizer.decode(gen.encode_prompt(prompt))  # fails here, before any output, on unknown characters
+    # Checks the prompt's characters and every setting now, before any output.
     stream = gen.stream_batch(prompt, args.max_new_tokens, args.num_samples, args.temperature, args.top_k,
                               args.top_p, args.seed, use_cache=not args.no_cache, window_shift=args.window_shift)
+    prefix = gen.tokenizer.decode(gen.encode_prompt(prompt))
     out.write(prefix)
     out.flush()
     rest: list[list[str]] = [[prefix] for _ in range(args.num_samples - 1)]

@@ -21,10 +21,12 @@ import litserve as ls
 import torch
 from starlette.responses import HTMLResponse, JSONResponse
 
+from lit_gpt.files import read_checkpoint
 from lit_gpt.generate import TextGenerator, resolve_device
 from lit_gpt.openai_protocol import (
     OpenAIError, UntilStop, check_job, choice_delta, envelope, final_choice, model_card, sse, usage,
 )
+from lit_gpt.tokenizer import CharTokenizer
 
 API_PATH = "/v1/completions"  # LitServe's endpoint: both protocols' jobs reach the workers here
 ROUTES = {"/v1/completions": "text_completion", "/v1/chat/completions": "chat.completion"}
@@ -43,7 +45,7 @@ class OpenAIRoutes:
     """
 
     def __init__(self, app: Any, vocab: list[str], model: str, created: int) -> None:
-        self.app, self.vocab, self.model, self.created = app, set(vocab), model, created
+        self.app, self.tokenizer, self.model, self.created = app, CharTokenizer(vocab), model, created
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -56,7 +58,7 @@ class OpenAIRoutes:
                 raise OpenAIError(f"use POST with a JSON body on {path}", status=405)
             body = await read_body(receive)
             try:
-                job = check_job(json.loads(body), ROUTES[path], self.vocab, self.model)
+                job = check_job(json.loads(body), ROUTES[path], self.tokenizer, self.model)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise OpenAIError(f"the body is not JSON ({err})") from None
         except OpenAIError as err:
@@ -195,9 +197,9 @@ def model_name(checkpoint: str) -> str:
 
 
 def build_server(checkpoint: str, device: str = "auto", workers: int = 1, timeout: float = 120.0) -> ls.LitServer:
-    """The LitServer for ``checkpoint``, loaded here once (its vocabulary for the checks): one ``error:`` line if it
-    is not a lit_gpt checkpoint, here rather than in a worker."""
-    vocab = TextGenerator.from_checkpoint(checkpoint, "cpu").tokenizer.chars
+    """The LitServer for ``checkpoint``, read here once (its vocabulary for the checks): one ``error:`` line if it is
+    not a lit_gpt checkpoint, here rather than in a worker."""
+    vocab = read_checkpoint(checkpoint)["hyper_parameters"]["vocab"]
     resolved = resolve_device(device)
     accelerator = resolved.type if resolved.type in ("cpu", "cuda", "mps") else "auto"
     devices = 1 if resolved.index is None else [resolved.index]

@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock
 
 from lit_gpt.errors import LitGPTError
+from lit_gpt.tokenizer import unknown_characters
 
 CHUNK_BYTES = 1 << 23  # 8 MiB of text at a time: peak memory stays a small multiple of this, whatever the file size
 FORMAT = "lit_gpt-char-ids-v1"  # part of the key: a new format never reads an old cache
@@ -107,8 +108,8 @@ def encode_chunks(files: Sequence[Path], separator: str, vocab: Sequence[str], o
         ids = lookup[code_points(chunk)]  # (len(chunk),)
         if (ids < 0).any():
             unknown = list(dict.fromkeys(chunk[i] for i in np.flatnonzero(ids < 0)[:1000]))
-            raise LitGPTError(f"{len(unknown)} character(s) of the text are not in the checkpoint's vocabulary of "
-                              f"{len(vocab)}: {', '.join(map(repr, unknown[:10]))}" + (" ..." if len(unknown) > 10 else ""))
+            raise LitGPTError(unknown_characters(unknown, f"of the text are not in the checkpoint's vocabulary of "
+                                                          f"{len(vocab)}"))
         out.write(ids.astype(dtype).tobytes())
         n += len(ids)
     return n
@@ -162,8 +163,6 @@ def build_cache(files: Sequence[Path], separator: str, vocab: Optional[Sequence[
     """Tokenize into ``ids_path`` and describe it in ``meta_path``, each written to a temporary file and renamed into
     place (the metadata last), so a reader sees a complete cache or none."""
     vocab = list(vocab) if vocab is not None else vocabulary(files, separator)
-    if not vocab:
-        raise LitGPTError(f"data file {files[0]} is empty" if len(files) == 1 else "the data files are all empty")
     tmp_ids = ids_path.with_name(f".{ids_path.name}.tmp-{os.getpid()}")
     tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
     try:
@@ -192,7 +191,7 @@ def load_tokens(path: str | os.PathLike, cache_dir: Optional[str | os.PathLike] 
         vocab: Tokenize with this vocabulary (a checkpoint's) instead of the text's own.
     """
     files = text_files(path)
-    if vocab is None and all(p.stat().st_size == 0 for p in files):
+    if all(p.stat().st_size == 0 for p in files):  # with or without a vocabulary: no ids to train or score on
         raise LitGPTError(f"data file {files[0]} is empty" if len(files) == 1 else "the data files are all empty")
     key = content_key(files, separator, vocab)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -1,6 +1,6 @@
 """Character-level tokenizer: one id per distinct character, ids in sorted character order."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -21,11 +21,6 @@ class CharTokenizer:
         self.chars = chars
         self.stoi = {c: i for i, c in enumerate(chars)}
 
-    @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
-        """The sorted set of ``text``'s characters (never an unsorted ``set()``: its order changes per process)."""
-        return cls(sorted(set(text)))
-
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
@@ -35,14 +30,11 @@ class CharTokenizer:
         return list(dict.fromkeys(c for c in text if c not in self.stoi))
 
     def encode(self, text: str) -> list[int]:
-        """String -> list of ids. Raises ``ValueError`` naming every character that is not in the vocabulary."""
+        """String -> list of ids. Raises ``ValueError`` naming the characters that are not in the vocabulary."""
         missing = self.unknown(text)
         if missing:
-            raise LitGPTError(
-                f"{len(missing)} character(s) not in the vocabulary: "
-                + ", ".join(repr(c) for c in missing)
-                + f" (the vocabulary has {self.vocab_size} characters)"
-            )
+            raise LitGPTError(f"{unknown_characters(missing, 'not in the vocabulary')} (the vocabulary has "
+                              f"{self.vocab_size} characters)")
         return [self.stoi[c] for c in text]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
@@ -50,3 +42,14 @@ class CharTokenizer:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         return "".join(self.chars[i] for i in ids)
+
+
+def named(chars: Sequence[str], quote: Callable[[str], str] = repr, limit: int = 10) -> str:
+    """``'7', 'é'``: characters for a message, the first ``limit`` of them, then `` ...`` if there are more."""
+    return ", ".join(quote(c) for c in chars[:limit]) + (" ..." if len(chars) > limit else "")
+
+
+def unknown_characters(unknown: Sequence[str], where: str, quote: Callable[[str], str] = repr) -> str:
+    """The message for characters a vocabulary lacks, ``where`` saying which: ``2 character(s) not in the vocabulary:
+    '7', 'é'`` (a prompt, a text to train on, a request each say it so)."""
+    return f"{len(unknown)} character(s) {where}: {named(unknown, quote)}"

@@ -21,6 +21,7 @@ from lit_gpt.cli import cli_main
 from lit_gpt.files import read_checkpoint
 from lit_gpt.sample_cli import main as sample_main
 from lit_gpt.openai_protocol import check_job
+from lit_gpt.tokenizer import CharTokenizer
 from lit_gpt.serve import ROUTES
 from lit_gpt.serve_cli import build_parser as serve_parser
 
@@ -135,8 +136,8 @@ def check(command: str, checkpoint: Path, capsys: pytest.CaptureFixture) -> None
             assert path.startswith("/v1/models"), command
             return
         body = json.loads(tokens[tokens.index("-d") + 1])
-        vocab = set(read_checkpoint(checkpoint)["hyper_parameters"]["vocab"])
-        check_job(body, ROUTES[path], vocab, "model")
+        tokenizer = CharTokenizer(read_checkpoint(checkpoint)["hyper_parameters"]["vocab"])
+        check_job(body, ROUTES[path], tokenizer, "model")
         return
     pytest.fail(f"no check for this command: {command}")
 

@@ -31,7 +31,7 @@ def text_of(chars: list[str], length: int, seed: int = 0) -> str:
 def assert_same_as_the_tokenizer(text: str, path: Path, cache: Path) -> None:
     path.write_text(text, encoding="utf-8")
     ids, vocab = load_tokens(path, cache)
-    tokenizer = CharTokenizer.from_text(text)
+    tokenizer = CharTokenizer(sorted(set(text)))  # the reference: Python's own sorted set
     assert vocab == tokenizer.chars
     assert ids.tolist() == tokenizer.encode(text)
 
@@ -136,6 +136,15 @@ def test_a_folder_and_a_glob(tmp_path: Path) -> None:
     assert vocab == sorted(set(text)) and ids.tolist() == CharTokenizer(vocab).encode(text)
     ids, vocab = load_tokens(str(books / "*.txt"), tmp_path / "cache", separator="|")
     assert ids.tolist() == CharTokenizer(vocab).encode("first|third\u00e9")
+
+
+@pytest.mark.parametrize("vocab", [None, list("abcd")], ids=["its-own", "a-checkpoint's"])
+def test_an_empty_text_is_one_error_with_or_without_a_vocabulary(tmp_path: Path, vocab) -> None:
+    """Scoring an empty file with a checkpoint's vocabulary once wrote an empty cache and failed an assertion."""
+    path = tmp_path / "empty.txt"
+    path.write_text("")
+    with pytest.raises(LitGPTError, match=f"data file {path} is empty"):
+        load_tokens(path, tmp_path / "cache", vocab=vocab)
 
 
 def test_unknown_characters_with_a_given_vocabulary(tmp_path: Path) -> None:
