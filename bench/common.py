@@ -68,12 +68,12 @@ def build_cli(config: str, steps: int, workdir: str, extra: list[str]):
     """The recipe's LightningCLI (model, data, Trainer, callbacks) without running it: ``steps`` steps, no
     validation, logs under ``workdir``."""
     from lit_gpt.cli import GPTLightningCLI
-    from lit_gpt.data import CharDataModule
-    from lit_gpt.module import LitGPT
+    from lit_gpt.progress import plain_output
 
     args = ["--config", config, "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
             "--trainer.num_sanity_val_steps", "0", "--trainer.logger.init_args.save_dir", workdir, *extra]
-    return GPTLightningCLI(LitGPT, CharDataModule, run=False, args=args, save_config_kwargs={"overwrite": True})
+    with plain_output():  # warnings as one line, as train.py prints them
+        return GPTLightningCLI(args, run=False)
 
 
 def nanogpt_copy(parent: Path) -> Path:

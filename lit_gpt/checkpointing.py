@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, signal_name
-from lit_gpt.files import on_windows
+from lit_gpt.files import load_file, on_windows, replaced_atomically
 from lit_gpt.steps import completes_step, logged_step_done
 
 clock = time.monotonic  # the periodic checkpoint's clock (a test replaces it with a fake one)
@@ -37,18 +37,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # never matches last*.ckpt
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            with replaced_atomically(path) as f:  # the temporary name never matches last*.ckpt
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-            os.replace(tmp, path)  # atomic on one filesystem
         except OSError as err:  # disk full, quota, permissions: the earlier file at `path` is untouched
             raise CheckpointWriteError(path, err) from None
-        finally:
-            tmp.unlink(missing_ok=True)
         fsync_dir(path.parent)
 
 
@@ -67,7 +61,7 @@ def fsync_dir(folder: Path) -> None:
 def checkpoint_step(path: Path) -> Optional[int]:
     """The optimizer step a checkpoint file holds, or None if it cannot be read."""
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=not on_windows())["global_step"])
+        return int(load_file(path)["global_step"])
     except Exception:
         return None
 

@@ -26,7 +26,23 @@ from lit_gpt.tokenizer import named
 
 
 class GPTLightningCLI(LightningCLI):
-    """LightningCLI with the vocabulary and block size linked from the data into the model, and our callbacks."""
+    """LightningCLI with the vocabulary and block size linked from the data into the model, and our callbacks.
+
+    Args:
+        args: The command line (default ``sys.argv[1:]``).
+        run: Run the subcommand; False only builds the model, data and Trainer.
+    """
+
+    def __init__(self, args: ArgsType = None, run: bool = True) -> None:
+        super().__init__(
+            LitGPT,
+            CharDataModule,
+            save_config_kwargs={"overwrite": True},  # a rerun in the same run directory overwrites config.yaml
+            seed_everything_default=1337,
+            parser_kwargs={"description": __doc__},
+            args=args,
+            run=run,
+        )
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -40,7 +56,7 @@ class GPTLightningCLI(LightningCLI):
         parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
         parser.link_arguments("data.block_size", "model.config.block_size", apply_on="instantiate")
         add_callback_groups(parser)  # every callback we add, a group each (lit_gpt/assembly.py)
-        # The bar redraws when the logger writes: a redraw costs ~0.7 ms of Python and reads the loss off the device.
+        # The bar redraws when the logger writes (a redraw reads the loss off the device: progress.StepProgressBar).
         parser.link_arguments("trainer.log_every_n_steps", "progress_bar.init_args.refresh_rate")
         parser.set_defaults({
             "trainer.devices": 1,  # more with --trainer.devices
@@ -238,15 +254,7 @@ def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
     it and exits 130 or 143."""
     try:
         with plain_output():
-            return GPTLightningCLI(
-                LitGPT,
-                CharDataModule,
-                # A rerun in the same run directory overwrites config.yaml instead of refusing to start.
-                save_config_kwargs={"overwrite": True},
-                seed_everything_default=1337,
-                parser_kwargs={"description": __doc__},
-                args=args,
-            )
+            return GPTLightningCLI(args)
     except CheckpointWriteError as err:
         last = Path(err.path).with_name("last.ckpt")
         step = checkpoint_step(last) if last.is_file() else None

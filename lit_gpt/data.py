@@ -99,8 +99,12 @@ class ValWindows(Dataset):
         if tail:
             self.starts.append(n - 1 - T)
             self.skip.append(T - tail)
-        self.starts += [0] * num_padding
-        self.skip += [T] * num_padding
+        self.pad(num_padding)
+
+    def pad(self, count: int) -> None:
+        """Append ``count`` fully masked windows (they score nothing)."""
+        self.starts += [0] * count
+        self.skip += [self.block_size] * count
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -214,11 +218,8 @@ class CharDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer is not None else 1
-        n, T = len(self.val_data), self.block_size
-        scored_windows = -(-(n - 1) // T)  # full windows plus the tail window, if any
-        max_windows = None if self.val_max_chars is None else -(-self.val_max_chars // T)
-        if max_windows is not None and max_windows < scored_windows:
-            scored_windows = max_windows
-        windows = ValWindows(self.val_data, T, num_padding=-scored_windows % world, max_windows=max_windows)
+        max_windows = None if self.val_max_chars is None else -(-self.val_max_chars // self.block_size)
+        windows = ValWindows(self.val_data, self.block_size, max_windows=max_windows)
+        windows.pad(-len(windows) % world)  # each device scores as many windows
         return DataLoader(windows, batch_size=self.val_batch_size, shuffle=False, pin_memory=self._pin(),
                           generator=torch.Generator())

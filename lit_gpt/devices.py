@@ -85,8 +85,8 @@ def bf16_supported(accelerator: Optional[str]) -> bool:
 
 
 def native_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 matmuls are emulated, 10-100x
-    slower than float32 (docs/benchmarks.md)."""
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 matmuls are emulated, many
+    times slower than float32 (docs/benchmarks.md)."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:  # not Linux: say nothing

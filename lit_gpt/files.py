@@ -1,8 +1,11 @@
 """Reading user-supplied files (text, checkpoints) with one clear error for each way they can be wrong."""
 
+import functools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -42,9 +45,7 @@ def read_checkpoint(path: str | os.PathLike, for_resume: bool = False) -> dict[s
     if path.stat().st_size == 0:
         raise LitGPTError(f"checkpoint {path} is empty (0 bytes)")
     try:
-        # Memory-mapped: checking a 129 MB checkpoint's hyper-parameters reads only what is looked at. Not on
-        # Windows, where a mapped file cannot be replaced (a resumed run rewrites the last.ckpt it started from).
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=not on_windows())
+        ckpt = load_file(path)
     except Exception as err:  # torch.load raises many kinds of errors on a file that is not a checkpoint
         raise LitGPTError(f"{path} is not a readable PyTorch checkpoint: truncated, or not written by torch.save "
                           f"(torch.load: {type(err).__name__})") from None
@@ -55,6 +56,38 @@ def read_checkpoint(path: str | os.PathLike, for_resume: bool = False) -> dict[s
         raise LitGPTError(f"{path} holds no optimizer or loop state, so training cannot resume from it "
                           f"(sample from it, or validate it)")
     return ckpt
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """``torch.load`` of a checkpoint file on the CPU, plain types only, once for each version of the file: a run asks
+    one checkpoint for its vocabulary, its model settings and its weights, and the answer is the same read.
+
+    Memory-mapped, so checking a 129 MB checkpoint's hyper-parameters reads only what is looked at; not on Windows,
+    where a mapped file cannot be replaced (a resumed run rewrites the last.ckpt it started from)."""
+    stat = os.stat(path)
+    return _load_version(os.path.realpath(path), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_version(path: str, version: tuple[int, int, int]) -> Any:
+    """``load_file``'s read, cached by the file's inode, size and time (a rewrite is a new version)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=not on_windows())
+
+
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
+    """A file to write ``path``'s new bytes to: ``.<name>.tmp-<pid>`` beside it, flushed to disk and renamed onto
+    ``path`` when the block ends, removed if it fails. A reader sees the old file or the new one, never part of one
+    (a rename within one folder is atomic; a temporary file elsewhere, such as $TMPDIR, would be copied)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:

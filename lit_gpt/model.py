@@ -109,17 +109,23 @@ def layer_norm(config: GPTConfig) -> nn.Module:
 
 
 class Zero(nn.Module):
-    """Adds nothing to a residual stream: the place of the MLP in a block that has none."""
+    """Adds nothing to a residual stream."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)
 
 
+def no_mlp(config: GPTConfig) -> nn.Module:
+    """The place of the MLP in a block that has none (the lecture's ladder): it adds nothing to the residual stream,
+    or, in a block without one, passes x on."""
+    return Zero() if config.residual else nn.Identity()
+
+
 class Block(nn.Module):
     """Transformer block: communication (attention) followed by computation (MLP), each pre-LayerNorm + residual.
 
-    The lecture's ladder builds it up step by step, by its parts: without ``config.mlp`` the MLP adds nothing
-    (``Zero``, and no LayerNorm before it); without ``config.layernorm`` the LayerNorms are ``nn.Identity``; without
+    The lecture's ladder builds it up step by step, by its parts: without ``config.mlp`` there is ``no_mlp`` in its
+    place (and no LayerNorm before it); without ``config.layernorm`` the LayerNorms are ``nn.Identity``; without
     ``config.residual`` the block is a ``PlainBlock``.
     """
 
@@ -128,11 +134,7 @@ class Block(nn.Module):
         self.ln_1 = layer_norm(config)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = layer_norm(config) if config.mlp else nn.Identity()
-        self.mlp = MLP(config) if config.mlp else self.no_mlp()
-
-    @staticmethod
-    def no_mlp() -> nn.Module:
-        return Zero()
+        self.mlp = MLP(config) if config.mlp else no_mlp(config)
 
     def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""
@@ -143,10 +145,6 @@ class Block(nn.Module):
 
 class PlainBlock(Block):
     """A block without residual connections (the lecture's ladder before it adds them): each part replaces x."""
-
-    @staticmethod
-    def no_mlp() -> nn.Module:
-        return nn.Identity()
 
     def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""

@@ -113,8 +113,8 @@ class LitGPT(L.LightningModule):
         x, y = batch  # (B, T), (B, T)
         _, loss = self.model(x, y)
         if is_log_step(self.trainer, self.global_step):
-            # Only the steps that reach the logger: self.log costs ~0.4 ms of Python per call, and the logger
-            # writes this step's value either way (on_step logging keeps no history between log steps).
+            # Only the steps that reach the logger: each self.log call is Python work on the step's path, and the
+            # logger writes this step's value either way (on_step logging keeps no history between log steps).
             self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -141,8 +141,8 @@ class LitGPT(L.LightningModule):
         muon_groups, adamw_groups = parameter_groups(self.named_parameters(), hp.weight_decay, hp.optimizer == "muon")
         if hp.optimizer == "muon" and not muon_groups:
             raise LitGPTError(f"--model.optimizer muon needs the transformer's weight matrices; arch {hp.arch} has none")
-        # One fused kernel for all of AdamW, on CUDA and on a CPU: there 4-5x less time than foreach for the CPU
-        # recipe's model, about 7% of a step at nanoGPT's batch of 12 (docs/benchmarks.md).
+        # One fused kernel for all of AdamW, on CUDA and on a CPU: fewer passes over the weights than foreach
+        # (measured in docs/benchmarks.md).
         # Not under 16-mixed: its gradient scaler cannot unscale (and so clip) the gradients of a fused optimizer.
         fused = (self.device.type in ("cuda", "cpu") and not str(self.trainer.precision).startswith("16")) or None
         if muon_groups:

@@ -32,8 +32,7 @@ def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float]
 
 def fast_ortho_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 on CUDA (tensor cores); float32 elsewhere: a CPU without bf16 instructions emulates bfloat16
-    matmuls, 20-90x slower for the CPU recipe's matrices on an AVX2 CPU (``python bench/common.py`` prints the
-    ratio)."""
+    matmuls, many times slower than float32 (``python bench/common.py`` prints the ratio on the machine it runs on)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 

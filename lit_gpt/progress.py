@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_gpt.checkpointing import checkpoint_step, last_checkpoint
 from lit_gpt.errors import one_line
+from lit_gpt.files import load_file
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to take longer than this is pointed to the CPU recipe
 
@@ -27,7 +28,7 @@ SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to take longer than this 
 class StepProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar, counting optimizer steps up to ``trainer.max_steps`` ("train 120/500 [00:31<01:43]")
     instead of the batches of an endless epoch ("Epoch 0: 120it"). It is redrawn every ``refresh_rate`` steps: a redraw
-    costs ~0.7 ms of Python and reads the loss off the device."""
+    is Python work on the step's path and reads the loss off the device (docs/benchmarks.md)."""
 
     def __init__(self, refresh_rate: Optional[int] = None, process_position: int = 0, leave: bool = False) -> None:
         """Args:
@@ -132,7 +133,7 @@ def run_report(trainer: L.Trainer) -> str:
 def saved_best_score(path: str) -> Optional[float]:
     """The best score a ModelCheckpoint recorded in the checkpoint file (the processes of ddp_spawn keep it)."""
     try:
-        states = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
+        states = load_file(path).get("callbacks", {})
     except Exception:
         return None
     scores = [s["best_model_score"] for s in states.values() if isinstance(s, dict) and s.get("best_model_path") == path

@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock
 
 from lit_gpt.errors import LitGPTError
+from lit_gpt.files import replaced_atomically
 from lit_gpt.tokenizer import unknown_characters
 
 CHUNK_BYTES = 1 << 23  # 8 MiB of text at a time: peak memory stays a small multiple of this, whatever the file size
@@ -160,24 +161,15 @@ def read_cache(ids_path: Path, meta_path: Path) -> Optional[tuple[np.ndarray, li
 
 def build_cache(files: Sequence[Path], separator: str, vocab: Optional[Sequence[str]], ids_path: Path,
                 meta_path: Path) -> None:
-    """Tokenize into ``ids_path`` and describe it in ``meta_path``, each written to a temporary file and renamed into
-    place (the metadata last), so a reader sees a complete cache or none."""
+    """Tokenize into ``ids_path``, then describe it in ``meta_path``, each replaced atomically (the metadata last), so a
+    reader sees a complete cache or none."""
     vocab = list(vocab) if vocab is not None else vocabulary(files, separator)
-    tmp_ids = ids_path.with_name(f".{ids_path.name}.tmp-{os.getpid()}")
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp_ids, "wb") as f:
-            n = encode_chunks(files, separator, vocab, f)
-            f.flush()
-            os.fsync(f.fileno())
-        meta = {"format": FORMAT, "dtype": id_dtype(len(vocab)).str, "tokens": n, "vocab": vocab,
-                "files": [str(p) for p in files], "separator": separator}
-        tmp_meta.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp_ids, ids_path)
-        os.replace(tmp_meta, meta_path)
-    finally:
-        tmp_ids.unlink(missing_ok=True)
-        tmp_meta.unlink(missing_ok=True)
+    with replaced_atomically(ids_path) as f:
+        n = encode_chunks(files, separator, vocab, f)
+    meta = {"format": FORMAT, "dtype": id_dtype(len(vocab)).str, "tokens": n, "vocab": vocab,
+            "files": [str(p) for p in files], "separator": separator}
+    with replaced_atomically(meta_path) as f:
+        f.write(json.dumps(meta, ensure_ascii=False).encode("utf-8"))
 
 
 def load_tokens(path: str | os.PathLike, cache_dir: Optional[str | os.PathLike] = None, separator: str = "\n\n",

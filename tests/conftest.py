@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import fit_args
 from lit_gpt.data import tiny_shakespeare
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = "thou art the king and my lord of love to be or not that is a question speak sir good night".split()
 
 
@@ -44,15 +44,23 @@ def synthetic_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The debug recipe's last.ckpt after 10 steps on the corpus: a checkpoint to sample from and serve."""
+def debug_run(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The debug recipe trained once for the whole session (20 steps on the corpus), for the tests that only read a
+    run: ``runs`` (its folder; a test may add a run of another name there, never write into ``runs/debug``), ``last``
+    and ``ckpt_dir`` (its checkpoints), ``fit_val_loss`` (the last validation's) and ``corpus``."""
     from lit_gpt.cli import cli_main
 
-    runs = tmp_path_factory.mktemp("tiny_runs")
-    cli_main(["fit", "--config", str(ROOT / "configs" / "debug.yaml"), "--data.path", str(corpus_path),
-              "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(runs),
-              "--trainer.max_steps", "10"])
-    return runs / "debug" / "checkpoints" / "last.ckpt"
+    runs = tmp_path_factory.mktemp("debug_run")
+    cli = cli_main(fit_args(corpus_path, runs, "--monitor.attention_prompt", "ROMEO:\nBut soft"))
+    ckpt_dir = runs / "debug" / "checkpoints"
+    return {"runs": runs, "last": ckpt_dir / "last.ckpt", "ckpt_dir": ckpt_dir, "corpus": corpus_path,
+            "fit_val_loss": cli.trainer.callback_metrics["val_loss"].item()}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(debug_run: dict) -> Path:
+    """The debug run's last.ckpt: a checkpoint to sample from and serve."""
+    return debug_run["last"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -17,6 +17,21 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+
+
+def fit_args(corpus: Optional[Path], runs: Path, *extra: str, config: str = DEBUG,
+             subcommand: str = "fit") -> list[str]:
+    """The arguments of ``train.py fit`` (or ``subcommand``) with a recipe (the debug one unless ``config``) on
+    ``corpus`` (None: the recipe's text), its run under ``runs``, without a progress bar; ``extra`` after."""
+    data = ["--data.path", str(corpus)] if corpus is not None else []
+    return [subcommand, "--config", config, *data, "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", str(runs), *extra]
+
+
+def callback(class_path: str, **init_args) -> str:
+    """The argument that adds a callback to the Trainer's: ``--trainer.callbacks+={"class_path": ...}``."""
+    return "--trainer.callbacks+=" + json.dumps({"class_path": class_path, "init_args": init_args})
 
 
 def free_port() -> int:

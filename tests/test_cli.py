@@ -1,6 +1,7 @@
 """End to end through the real entry points: train.py's cli_main and sample.py's main."""
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -8,19 +9,13 @@ import pytest
 import torch
 import yaml
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, fit_args
 from lit_gpt.cli import cli_main
 from lit_gpt.sample_cli import main as sample_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 LECTURE = sorted((ROOT / "configs" / "lecture").glob("*.yaml"))
-DEBUG = str(ROOT / "configs" / "debug.yaml")
-
-
-def fit_args(corpus: Path, save_dir: Path, *extra: str, config: str = DEBUG) -> list[str]:
-    return ["fit", "--config", config, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(save_dir), *extra]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(ROOT / "configs")) for c in CONFIGS])
@@ -38,27 +33,17 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> Non
         assert printed["model"]["config"][key] == value
 
 
-@pytest.fixture(scope="module")
-def trained(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One short debug fit, shared by the tests below."""
-    runs = tmp_path_factory.mktemp("runs")
-    cli = cli_main(fit_args(corpus_path, runs))
-    ckpt_dir = runs / "debug" / "checkpoints"
-    return {"runs": runs, "last": ckpt_dir / "last.ckpt", "ckpt_dir": ckpt_dir,
-            "fit_val_loss": cli.trainer.callback_metrics["val_loss"].item(), "corpus": corpus_path}
-
-
-def test_fit_writes_checkpoints_with_the_vocabulary(trained: dict) -> None:
-    assert trained["last"].is_file()
-    assert len(list(trained["ckpt_dir"].glob("best-*.ckpt"))) == 1
-    ckpt = torch.load(trained["last"], weights_only=True)  # plain types only: loads without pickled classes
+def test_fit_writes_checkpoints_with_the_vocabulary(debug_run: dict) -> None:
+    assert debug_run["last"].is_file()
+    assert len(list(debug_run["ckpt_dir"].glob("best-*.ckpt"))) == 1
+    ckpt = torch.load(debug_run["last"], weights_only=True)  # plain types only: loads without pickled classes
     assert ckpt["global_step"] == 20
     hp = ckpt["hyper_parameters"]
-    text = trained["corpus"].read_text(encoding="utf-8")
+    text = debug_run["corpus"].read_text(encoding="utf-8")
     assert hp["vocab"] == sorted(set(text))
     assert hp["config"]["vocab_size"] == len(hp["vocab"]) and hp["config"]["block_size"] == 32
-    assert (trained["runs"] / "debug" / "config.yaml").is_file()
-    assert list((trained["runs"] / "debug").glob("events.out.tfevents.*"))
+    assert (debug_run["runs"] / "debug" / "config.yaml").is_file()
+    assert list((debug_run["runs"] / "debug").glob("events.out.tfevents.*"))
 
 
 def sample(capsys: pytest.CaptureFixture, *args: str) -> str:
@@ -66,8 +51,8 @@ def sample(capsys: pytest.CaptureFixture, *args: str) -> str:
     return capsys.readouterr().out
 
 
-def test_sample_is_deterministic_per_seed(trained: dict, capsys: pytest.CaptureFixture) -> None:
-    args = ["--checkpoint", str(trained["last"]), "--prompt", "ROMEO:", "--max_new_tokens", "60",
+def test_sample_is_deterministic_per_seed(debug_run: dict, capsys: pytest.CaptureFixture) -> None:
+    args = ["--checkpoint", str(debug_run["last"]), "--prompt", "ROMEO:", "--max_new_tokens", "60",
             "--num_samples", "2", "--temperature", "0.8", "--top_k", "200"]
     first = sample(capsys, *args, "--seed", "1337")
     again = sample(capsys, *args, "--seed", "1337")
@@ -80,28 +65,27 @@ def test_sample_is_deterministic_per_seed(trained: dict, capsys: pytest.CaptureF
         assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 60 + 1  # + the newline print adds
 
 
-def test_sample_needs_only_the_checkpoint(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+def test_sample_needs_only_the_checkpoint(debug_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     lonely = tmp_path / "model.ckpt"
-    lonely.write_bytes(trained["last"].read_bytes())
+    lonely.write_bytes(debug_run["last"].read_bytes())
     monkeypatch.chdir(tmp_path)  # no data, no config, no run directory around it
     assert sample(capsys, "--checkpoint", str(lonely), "--max_new_tokens", "5", "--prompt", "KING")[:4] == "KING"
 
 
-def test_validate_is_deterministic(trained: dict, capsys: pytest.CaptureFixture) -> None:
-    args = fit_args(trained["corpus"], trained["runs"], "--ckpt_path", str(trained["last"]))
-    args[0] = "validate"
+def test_validate_is_deterministic(debug_run: dict, tmp_path: Path) -> None:
+    args = fit_args(debug_run["corpus"], tmp_path, "--ckpt_path", str(debug_run["last"]), subcommand="validate")
     losses = [cli_main(args).trainer.callback_metrics["val_loss"].item() for _ in range(2)]
-    assert losses[0] == losses[1] == pytest.approx(trained["fit_val_loss"], abs=0)
+    assert losses[0] == losses[1] == pytest.approx(debug_run["fit_val_loss"], abs=0)
 
 
-def test_rerun_resumes_from_last(trained: dict, tmp_path: Path) -> None:
+def test_rerun_resumes_from_last(debug_run: dict, tmp_path: Path) -> None:
     """A rerun in the same directory finds last.ckpt, does not trip over config.yaml, and continues the step count."""
     runs = tmp_path / "runs"
     (runs / "debug" / "checkpoints").mkdir(parents=True)
-    (runs / "debug" / "checkpoints" / "last.ckpt").write_bytes(trained["last"].read_bytes())
+    (runs / "debug" / "checkpoints" / "last.ckpt").write_bytes(debug_run["last"].read_bytes())
     (runs / "debug" / "config.yaml").write_text("# left by an earlier run\n")
-    cli = cli_main(fit_args(trained["corpus"], runs, "--trainer.max_steps", "30", "--ckpt_path", "last"))
+    cli = cli_main(fit_args(debug_run["corpus"], runs, "--trainer.max_steps", "30", "--ckpt_path", "last"))
     assert cli.trainer.global_step == 30
     assert torch.load(runs / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
 
@@ -156,10 +140,10 @@ def test_train_bad_input_is_one_clear_line(extra: list[str], pattern: str, corpu
     ],
     ids=["unknown-chars", "no-tokens", "negative-temperature", "top-k", "top-p", "num-samples"],
 )
-def test_sample_bad_input_is_one_clear_line(args: list[str], pattern: str, trained: dict,
+def test_sample_bad_input_is_one_clear_line(args: list[str], pattern: str, debug_run: dict,
                                             capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        sample_main(["--checkpoint", str(trained["last"]), *args])
+        sample_main(["--checkpoint", str(debug_run["last"]), *args])
     assert_one_line_error(capsys, exit_info, pattern)
 
 
@@ -198,12 +182,12 @@ def test_train_help_reads_the_docstrings(capsys: pytest.CaptureFixture) -> None:
     assert "must divide" in out  # model.config.n_head
 
 
-def test_new_run_refuses_to_overwrite_an_earlier_run(trained: dict, capsys: pytest.CaptureFixture) -> None:
-    before = trained["last"].read_bytes()
+def test_new_run_refuses_to_overwrite_an_earlier_run(debug_run: dict, capsys: pytest.CaptureFixture) -> None:
+    before = debug_run["last"].read_bytes()
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(fit_args(trained["corpus"], trained["runs"]))
+        cli_main(fit_args(debug_run["corpus"], debug_run["runs"]))
     assert_one_line_error(capsys, exit_info, r"last\.ckpt exists from an earlier run: resume it with --ckpt_path last")
-    assert trained["last"].read_bytes() == before
+    assert debug_run["last"].read_bytes() == before
 
 
 @pytest.mark.slow
@@ -221,10 +205,10 @@ def test_compiled_training_keeps_clean_checkpoint_keys(corpus_path: Path, tmp_pa
                   "--max_new_tokens", "5").startswith("KING")
 
 
-def bad_checkpoint(kind: str, trained: dict, tmp_path: Path) -> Path:
+def bad_checkpoint(kind: str, debug_run: dict, tmp_path: Path) -> Path:
     """A checkpoint file that cannot be used: missing, empty, truncated, not PyTorch, not lit_gpt, weights only."""
     path = tmp_path / f"{kind}.ckpt"
-    good = trained["last"].read_bytes()
+    good = debug_run["last"].read_bytes()
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "truncated":
@@ -234,7 +218,7 @@ def bad_checkpoint(kind: str, trained: dict, tmp_path: Path) -> Path:
     elif kind == "foreign":
         torch.save({"model": {"w": torch.zeros(2)}, "iter_num": 5}, path)
     elif kind == "weights-only":  # as Trainer.save_checkpoint(path, weights_only=True) writes it
-        ckpt = torch.load(trained["last"], weights_only=True)
+        ckpt = torch.load(debug_run["last"], weights_only=True)
         torch.save({k: v for k, v in ckpt.items() if k not in ("optimizer_states", "lr_schedulers", "callbacks")},
                    path)
     return path
@@ -248,11 +232,11 @@ def bad_checkpoint(kind: str, trained: dict, tmp_path: Path) -> Path:
     ("garbage", r"garbage\.ckpt is not a readable PyTorch checkpoint"),
     ("foreign", r"foreign\.ckpt is not a lit_gpt checkpoint"),
 ])
-def test_train_rejects_bad_checkpoints_in_one_line(subcommand: str, kind: str, pattern: str, trained: dict,
+def test_train_rejects_bad_checkpoints_in_one_line(subcommand: str, kind: str, pattern: str, debug_run: dict,
                                                    tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    path = bad_checkpoint(kind, trained, tmp_path)
+    path = bad_checkpoint(kind, debug_run, tmp_path)
     runs = tmp_path / "runs"
-    args = fit_args(trained["corpus"], runs, "--ckpt_path", str(path))
+    args = fit_args(debug_run["corpus"], runs, "--ckpt_path", str(path))
     args[0] = subcommand
     with pytest.raises(SystemExit) as exit_info:
         cli_main(args)
@@ -260,23 +244,23 @@ def test_train_rejects_bad_checkpoints_in_one_line(subcommand: str, kind: str, p
     assert not runs.exists()  # nothing written
 
 
-def test_resume_needs_the_training_state(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_resume_needs_the_training_state(debug_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A weights-only checkpoint validates, but fit cannot resume from it: one line says so."""
-    path = bad_checkpoint("weights-only", trained, tmp_path)
+    path = bad_checkpoint("weights-only", debug_run, tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(fit_args(trained["corpus"], tmp_path / "runs", "--ckpt_path", str(path)))
+        cli_main(fit_args(debug_run["corpus"], tmp_path / "runs", "--ckpt_path", str(path)))
     assert_one_line_error(capsys, exit_info, r"holds no optimizer or loop state, so training cannot resume from it")
-    args = fit_args(trained["corpus"], tmp_path / "runs", "--ckpt_path", str(path))
+    args = fit_args(debug_run["corpus"], tmp_path / "runs", "--ckpt_path", str(path))
     args[0] = "validate"
-    assert cli_main(args).trainer.callback_metrics["val_loss"].item() == pytest.approx(trained["fit_val_loss"], abs=0)
+    assert cli_main(args).trainer.callback_metrics["val_loss"].item() == pytest.approx(debug_run["fit_val_loss"], abs=0)
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate"])
-def test_a_checkpoint_of_another_shape_names_the_settings(subcommand: str, trained: dict, tmp_path: Path,
+def test_a_checkpoint_of_another_shape_names_the_settings(subcommand: str, debug_run: dict, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     """Resuming with another recipe: the settings that differ are named (debug: 2 layers, 32 wide, block 32)."""
     runs = tmp_path / "runs"
-    args = fit_args(trained["corpus"], runs, "--ckpt_path", str(trained["last"]), "--model.config.n_embd", "64",
+    args = fit_args(debug_run["corpus"], runs, "--ckpt_path", str(debug_run["last"]), "--model.config.n_embd", "64",
                     "--model.config.n_layer", "3", "--data.block_size", "16")
     args[0] = subcommand
     with pytest.raises(SystemExit) as exit_info:
@@ -287,8 +271,8 @@ def test_a_checkpoint_of_another_shape_names_the_settings(subcommand: str, train
     assert not runs.exists()
 
 
-def other_text(trained: dict, tmp_path: Path, replace: dict[str, str]) -> Path:
-    text = trained["corpus"].read_text(encoding="utf-8")
+def other_text(debug_run: dict, tmp_path: Path, replace: dict[str, str]) -> Path:
+    text = debug_run["corpus"].read_text(encoding="utf-8")
     for old, new in replace.items():
         text = text.replace(old, new)
     path = tmp_path / "other.txt"
@@ -296,14 +280,14 @@ def other_text(trained: dict, tmp_path: Path, replace: dict[str, str]) -> Path:
     return path
 
 
-def test_resuming_on_another_text_is_refused(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_resuming_on_another_text_is_refused(debug_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """fit --ckpt_path on a text with other ids (here the same vocabulary size, one character differs): refused with
     one line, never trained on mismatched ids."""
-    vocab = sorted(set(trained["corpus"].read_text(encoding="utf-8")))
-    other = other_text(trained, tmp_path, {vocab[-1]: "\u00e9"})
+    vocab = sorted(set(debug_run["corpus"].read_text(encoding="utf-8")))
+    other = other_text(debug_run, tmp_path, {vocab[-1]: "\u00e9"})
     runs = tmp_path / "runs"
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(fit_args(other, runs, "--ckpt_path", str(trained["last"])))
+        cli_main(fit_args(other, runs, "--ckpt_path", str(debug_run["last"])))
     assert_one_line_error(capsys, exit_info, rf"was trained on another text: its vocabulary has {len(vocab)} "
                                              rf"characters, the data \(.*other\.txt\) has {len(vocab)}, 1 of them not "
                                              r"in the checkpoint's \('\u00e9'\)")
@@ -319,10 +303,10 @@ def test_the_cli_lists_only_subcommands_that_work(capsys: pytest.CaptureFixture)
     assert listed == ["fit", "validate"]
 
 
-def test_scoring_another_text_names_the_characters_the_checkpoint_lacks(trained: dict, tmp_path: Path,
+def test_scoring_another_text_names_the_characters_the_checkpoint_lacks(debug_run: dict, tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
-    other = other_text(trained, tmp_path, {"a": "\u00e9", "b": "\U0001F600"})
-    args = fit_args(other, tmp_path / "runs", "--ckpt_path", str(trained["last"]))
+    other = other_text(debug_run, tmp_path, {"a": "\u00e9", "b": "\U0001F600"})
+    args = fit_args(other, tmp_path / "runs", "--ckpt_path", str(debug_run["last"]))
     args[0] = "validate"
     with pytest.raises(SystemExit) as exit_info:
         cli_main(args)
@@ -331,18 +315,18 @@ def test_scoring_another_text_names_the_characters_the_checkpoint_lacks(trained:
     assert not (tmp_path / "runs").exists()
 
 
-def test_validate_scores_another_text_with_the_checkpoints_vocabulary(trained: dict, tmp_path: Path) -> None:
+def test_validate_scores_another_text_with_the_checkpoints_vocabulary(debug_run: dict, tmp_path: Path) -> None:
     """A text without some of the corpus's characters has a smaller vocabulary of its own, so its own ids would all
     shift; validate --ckpt_path scores it with the checkpoint's ids: equal to scoring it by hand with them."""
     from lit_gpt.data import ValWindows
     from lit_gpt.generate import load_checkpoint
 
-    other = other_text(trained, tmp_path, {"z": "", "Z": "", "a": ""})
-    args = fit_args(other, tmp_path / "runs", "--ckpt_path", str(trained["last"]), "--trainer.limit_val_batches", "1.0")
+    other = other_text(debug_run, tmp_path, {"z": "", "Z": "", "a": ""})
+    args = fit_args(other, tmp_path / "runs", "--ckpt_path", str(debug_run["last"]), "--trainer.limit_val_batches", "1.0")
     args[0] = "validate"
     val_loss = cli_main(args).trainer.callback_metrics["val_loss"].item()
 
-    model, tokenizer = load_checkpoint(trained["last"])
+    model, tokenizer = load_checkpoint(debug_run["last"])
     ids = torch.tensor(tokenizer.encode(other.read_text(encoding="utf-8")))
     windows = ValWindows(ids[int(0.9 * len(ids)):], 32)
     x, y = (torch.stack(t) for t in zip(*(windows[i] for i in range(len(windows)))))  # (N, 32) each
@@ -352,15 +336,15 @@ def test_validate_scores_another_text_with_the_checkpoints_vocabulary(trained: d
     assert val_loss == pytest.approx(losses.item() / (y != -1).sum().item(), rel=1e-5)
 
 
-def test_fine_tuning_starts_from_a_checkpoints_weights_and_vocabulary(trained: dict, tmp_path: Path) -> None:
+def test_fine_tuning_starts_from_a_checkpoints_weights_and_vocabulary(debug_run: dict, tmp_path: Path) -> None:
     """--model.init_from: a new run (step 0, its own directory, a fresh optimizer) from the checkpoint's weights, on a
     text with fewer characters, tokenized with the checkpoint's vocabulary."""
-    other = other_text(trained, tmp_path, {"z": "", "Z": ""})
-    runs = trained["runs"]  # the same runs folder as the checkpoint's own run, in a directory of its own
-    cli = cli_main(fit_args(other, runs, "--model.init_from", str(trained["last"]), "--trainer.logger.init_args.name",
+    other = other_text(debug_run, tmp_path, {"z": "", "Z": ""})
+    runs = debug_run["runs"]  # the same runs folder as the checkpoint's own run, in a directory of its own
+    cli = cli_main(fit_args(other, runs, "--model.init_from", str(debug_run["last"]), "--trainer.logger.init_args.name",
                             "finetune", "--trainer.max_steps", "2", "--model.learning_rate", "1e-12",
                             "--model.min_lr", "1e-12", "--trainer.val_check_interval", "2"))
-    init, tuned = torch.load(trained["last"], weights_only=True), torch.load(
+    init, tuned = torch.load(debug_run["last"], weights_only=True), torch.load(
         runs / "finetune" / "checkpoints" / "last.ckpt", weights_only=True)
     assert tuned["global_step"] == 2 and cli.trainer.global_step == 2
     assert tuned["hyper_parameters"]["vocab"] == init["hyper_parameters"]["vocab"]
@@ -369,10 +353,10 @@ def test_fine_tuning_starts_from_a_checkpoints_weights_and_vocabulary(trained: d
         torch.testing.assert_close(tuned["state_dict"][name], weight, atol=1e-9, rtol=0)
 
 
-def test_fine_tuning_from_a_checkpoint_of_another_shape(trained: dict, tmp_path: Path,
+def test_fine_tuning_from_a_checkpoint_of_another_shape(debug_run: dict, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(fit_args(trained["corpus"], tmp_path / "runs", "--model.init_from", str(trained["last"]),
+        cli_main(fit_args(debug_run["corpus"], tmp_path / "runs", "--model.init_from", str(debug_run["last"]),
                           "--model.config.n_embd", "64"))
     assert_one_line_error(capsys, exit_info, r"--model.init_from .* does not fit this config: n_embd 32 in the "
                                              r"checkpoint, 64 in the config")
@@ -384,12 +368,12 @@ def test_fine_tuning_from_a_checkpoint_of_another_shape(trained: dict, tmp_path:
     ("cuda:3", r"device 'cuda:3'"),
     ("tpu", r"unknown device 'tpu'"),
 ])
-def test_sample_on_a_device_that_does_not_exist(device: str, pattern: str, trained: dict,
+def test_sample_on_a_device_that_does_not_exist(device: str, pattern: str, debug_run: dict,
                                                 capsys: pytest.CaptureFixture) -> None:
     if torch.cuda.is_available() and device == "cuda":
         pytest.skip("this machine has a CUDA device")
     with pytest.raises(SystemExit) as exit_info:
-        sample_main(["--checkpoint", str(trained["last"]), "--device", device])
+        sample_main(["--checkpoint", str(debug_run["last"]), "--device", device])
     assert_one_line_error(capsys, exit_info, pattern)
 
 
@@ -404,3 +388,16 @@ def test_every_lecture_recipe_trains_a_few_steps(config: Path, corpus_path: Path
     for key in ("mlp", "residual", "layernorm", "n_layer", "n_head", "n_embd"):
         if key in recipe["model"].get("config", {}):
             assert getattr(cli.model.config, key) == recipe["model"]["config"][key]
+
+
+def test_a_run_reads_a_checkpoint_once(debug_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fine-tuning asks --model.init_from for its vocabulary (the data), its model settings (the command line) and
+    its weights (the module): one read of the file, not three."""
+    from lit_gpt import files
+
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *args, **kwargs: reads.append(str(f)) or load(f, *args, **kwargs))
+    files._load_version.cache_clear()
+    cli_main(fit_args(debug_run["corpus"], tmp_path, "--model.init_from", str(debug_run["last"]),
+                      "--trainer.max_steps", "2", "--trainer.val_check_interval", "2"))
+    assert reads.count(os.path.realpath(debug_run["last"])) == 1

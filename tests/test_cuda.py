@@ -6,31 +6,19 @@ Tests marked ``cuda`` are skipped where there is no CUDA device (a skip is repor
 property with the CPU compiler.
 """
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import GraphCounter, read_losses, read_windows
+from helpers import GraphCounter, callback, fit_args, read_losses, read_windows
 from lit_gpt.cli import cli_main
 from lit_gpt.config import GPTConfig
 from lit_gpt.generate import TextGenerator
 from lit_gpt.model import GPT
 
-ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("gpu", marks=cuda)]
-
-
-def fit_args(corpus: Path, runs: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(runs), *extra]
-
-
-def callback(class_path: str, **init_args) -> str:
-    return "--trainer.callbacks+=" + json.dumps({"class_path": class_path, "init_args": init_args})
 
 
 @pytest.mark.slow  # compiles

@@ -5,23 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import callback, fit_args
 from lit_gpt.cli import cli_main
 
 pytestmark = pytest.mark.slow  # each test starts two processes
 
-ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
-
-
-def common(corpus: Path, runs: Path) -> list[str]:
-    return ["--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(runs)]
-
 
 def test_ddp_ranks_draw_different_windows(corpus_path: Path, tmp_path: Path) -> None:
-    recorder = f'--trainer.callbacks+={{"class_path": "helpers.WindowRecorder", "init_args": {{"directory": "{tmp_path}"}}}}'
-    cli_main(["fit", *common(corpus_path, tmp_path / "runs"), "--trainer.max_steps", "8",
-              "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", recorder])
+    cli_main(fit_args(corpus_path, tmp_path / "runs", "--trainer.max_steps", "8", "--trainer.strategy", "ddp_spawn",
+                      "--trainer.devices", "2", callback("helpers.WindowRecorder", directory=str(tmp_path))))
     rank0 = json.loads((tmp_path / "rank0.json").read_text())
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert len(rank0) == len(rank1) == 8
@@ -36,21 +28,22 @@ def test_ddp_ranks_draw_different_windows(corpus_path: Path, tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def checkpoint(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def odd_windows_checkpoint(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The debug recipe with block_size 31, which gives an odd number of val windows for tiny Shakespeare (3599) and
+    the synthetic text (129), so two ranks need one padding window, which must not be scored."""
     runs = tmp_path_factory.mktemp("runs")
-    # block_size 31 gives an odd number of val windows for tiny Shakespeare (3599) and the synthetic text (129),
-    # so two ranks need one padding window, which must not be scored.
-    cli_main(["fit", *common(corpus_path, runs), "--trainer.max_steps", "10", "--data.block_size", "31"])
+    cli_main(fit_args(corpus_path, runs, "--trainer.max_steps", "10", "--data.block_size", "31"))
     return runs / "debug" / "checkpoints" / "last.ckpt"
 
 
 @pytest.mark.parametrize("bound", [[], ["--data.val_max_chars", "527"]], ids=["whole-split", "bounded"])
-def test_val_loss_on_two_devices_equals_one_device(checkpoint: Path, corpus_path: Path, tmp_path: Path,
+def test_val_loss_on_two_devices_equals_one_device(odd_windows_checkpoint: Path, corpus_path: Path, tmp_path: Path,
                                                    bound: list[str]) -> None:
     """The whole split, and a bounded part of it (527 characters: 17 windows of 31, an odd count, so 2 ranks need a
     padding window): the same windows and the same val_loss on 1 and 2 devices."""
-    base = ["validate", *common(corpus_path, tmp_path), "--ckpt_path", str(checkpoint), "--data.block_size", "31",
-            "--trainer.limit_val_batches", "1.0", *bound]  # all windows (limit_val_batches=N would be N per rank)
+    base = fit_args(corpus_path, tmp_path, "--ckpt_path", str(odd_windows_checkpoint), "--data.block_size", "31",
+                    "--trainer.limit_val_batches", "1.0", *bound,  # all windows (N would be N per rank)
+                    subcommand="validate")
     one = cli_main(base)
     two = cli_main([*base, "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2"])
     assert two.trainer.callback_metrics["val_loss"].item() == pytest.approx(
@@ -59,15 +52,16 @@ def test_val_loss_on_two_devices_equals_one_device(checkpoint: Path, corpus_path
         assert len(one.datamodule.val_dataloader().dataset) == 17
 
 
-def test_each_rank_scores_into_its_own_metric_state(checkpoint: Path, corpus_path: Path, tmp_path: Path) -> None:
+def test_each_rank_scores_into_its_own_metric_state(odd_windows_checkpoint: Path, corpus_path: Path,
+                                                    tmp_path: Path) -> None:
     """ddp_spawn pickles the module to its processes through shared memory; Lightning then copies the parameters and
     buffers, not a torchmetrics state. Both ranks then added into one val_loss state, and two unsynchronised ``+=``
     on a busy machine could lose one batch's sum (2 full runs of 3 here: 3.8997 instead of 3.9346). Each rank must
     count only its own characters: together, every scored character of the split once."""
-    counter = f'--trainer.callbacks+={{"class_path": "helpers.LocalValCounts", "init_args": {{"directory": "{tmp_path}"}}}}'
-    cli = cli_main(["validate", *common(corpus_path, tmp_path), "--ckpt_path", str(checkpoint), "--data.block_size",
-                    "31", "--trainer.limit_val_batches", "1.0", "--trainer.strategy", "ddp_spawn",
-                    "--trainer.devices", "2", counter])
+    cli = cli_main(fit_args(corpus_path, tmp_path, "--ckpt_path", str(odd_windows_checkpoint), "--data.block_size",
+                            "31", "--trainer.limit_val_batches", "1.0", "--trainer.strategy", "ddp_spawn",
+                            "--trainer.devices", "2", callback("helpers.LocalValCounts", directory=str(tmp_path)),
+                            subcommand="validate"))
     counts = [int((tmp_path / f"val_count{rank}.txt").read_text()) for rank in (0, 1)]
     n_val = len(cli.datamodule.val_data)
     assert sum(counts) == n_val - 1  # every target of the split once (the padding window scores nothing)

@@ -118,7 +118,7 @@ def test_top_k_and_top_p_filter_the_tail() -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(model: GPT, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def random_checkpoint(model: GPT, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint in train.py's format, from the random model above (no training needed for these tests)."""
     chars = list("\nABCDEFGHIJKLMNO :!?")
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
@@ -127,8 +127,8 @@ def checkpoint(model: GPT, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_python_api(checkpoint: Path) -> None:
-    gen = TextGenerator.from_checkpoint(checkpoint, device="cpu")
+def test_python_api(random_checkpoint: Path) -> None:
+    gen = TextGenerator.from_checkpoint(random_checkpoint, device="cpu")
     texts = gen.generate("ABC", max_new_tokens=30, num_samples=3, seed=5)
     assert len(texts) == 3 and all(t.startswith("ABC") and len(t) == 33 for t in texts)
     assert texts == gen.generate("ABC", max_new_tokens=30, num_samples=3, seed=5)
@@ -150,9 +150,10 @@ class CountingWriter(io.StringIO):
         return super().write(s)
 
 
-def test_sample_streams_one_character_at_a_time(checkpoint: Path) -> None:
+def test_sample_streams_one_character_at_a_time(random_checkpoint: Path) -> None:
     out = CountingWriter()
-    args = build_parser().parse_args(["--checkpoint", str(checkpoint), "--prompt", "AB", "--max_new_tokens", "25",
+    args = build_parser().parse_args(["--checkpoint", str(random_checkpoint), "--prompt", "AB", "--max_new_tokens",
+                                      "25",
                                       "--num_samples", "2", "--device", "cpu"])
     run(args, out)
     assert out.writes[0] == "AB"  # the prompt is shown before any generation
@@ -161,8 +162,8 @@ def test_sample_streams_one_character_at_a_time(checkpoint: Path) -> None:
     assert len(samples) == 2 and all(s.startswith("AB") and len(s) == 2 + 25 + 1 for s in samples)
 
 
-def test_sample_modes_agree_greedily(checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
-    base = ["--checkpoint", str(checkpoint), "--prompt", "A", "--max_new_tokens", "40", "--temperature", "0"]
+def test_sample_modes_agree_greedily(random_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["--checkpoint", str(random_checkpoint), "--prompt", "A", "--max_new_tokens", "40", "--temperature", "0"]
     outputs = []
     for extra in ([], ["--no_cache"]):
         sample_main(base + extra)
@@ -170,13 +171,13 @@ def test_sample_modes_agree_greedily(checkpoint: Path, capsys: pytest.CaptureFix
     assert outputs[0] == outputs[1]
 
 
-def test_prompt_file(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_prompt_file(random_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("HELLO\nAB", encoding="utf-8")
-    sample_main(["--checkpoint", str(checkpoint), "--prompt_file", str(prompt), "--max_new_tokens", "5"])
+    sample_main(["--checkpoint", str(random_checkpoint), "--prompt_file", str(prompt), "--max_new_tokens", "5"])
     assert capsys.readouterr().out.startswith("HELLO\nAB")
     with pytest.raises(SystemExit) as exit_info:
-        sample_main(["--checkpoint", str(checkpoint), "--prompt_file", str(tmp_path / "none.txt")])
+        sample_main(["--checkpoint", str(random_checkpoint), "--prompt_file", str(tmp_path / "none.txt")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: prompt file not found: {tmp_path / 'none.txt'} " \
                                               f"(pass --prompt_file a UTF-8 text file)"
@@ -187,9 +188,10 @@ def test_prompt_file(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFix
     (["--top_p", "0"], "top_p must be in (0, 1], got 0.0"),
     (["--device", "tpu9"], "unknown device 'tpu9'"),
 ])
-def test_sample_more_bad_input(checkpoint: Path, capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+def test_sample_more_bad_input(random_checkpoint: Path, capsys: pytest.CaptureFixture, args: list[str],
+                               message: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        sample_main(["--checkpoint", str(checkpoint), *args])
+        sample_main(["--checkpoint", str(random_checkpoint), *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err and err.count("\n") == 1

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 
-from helpers import assert_one_line_error
+from helpers import DEBUG, assert_one_line_error, fit_args
 from lit_gpt import cli
 from lit_gpt.checkpointing import PeriodicCheckpoint
 from lit_gpt.cli import cli_main
@@ -24,14 +24,12 @@ from lit_gpt.throughput import TokenThroughput
 pytestmark = pytest.mark.slow  # about 30 runs of a few seconds each
 
 ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 
 def fit(tmp_path: Path, *extra: str, subcommand: str = "fit") -> cli.GPTLightningCLI:
     """The debug recipe for 6 steps, validating every 2 (on 2 batches), logging under tmp_path/runs."""
-    return cli_main([subcommand, "--config", DEBUG, "--trainer.enable_progress_bar", "false",
-                     "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--trainer.max_steps", "6",
-                     "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2", *extra])
+    return cli_main(fit_args(None, tmp_path / "runs", "--trainer.max_steps", "6", "--trainer.val_check_interval", "2",
+                             "--trainer.limit_val_batches", "2", *extra, subcommand=subcommand))
 
 
 def checkpoints(tmp_path: Path) -> Path:
@@ -299,8 +297,7 @@ def test_console_script_exits_0_after_a_run(tmp_path: Path) -> None:
     """``lit-gpt-train`` is ``lit_gpt.cli:main``, which returns nothing: the exit status is 0 (a returned CLI object
     would have been printed and exit 1)."""
     assert "lit-gpt-train = lit_gpt.cli:main" in (ROOT / "setup.cfg").read_text()
-    argv = ["lit-gpt-train", "fit", "--config", DEBUG, "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.max_steps", "2"]
+    argv = ["lit-gpt-train", *fit_args(None, tmp_path, "--trainer.max_steps", "2")]
     with mock.patch.object(sys, "argv", argv):
         assert cli.main() is None
 
@@ -310,9 +307,8 @@ def test_warnings_are_one_line(tmp_path: Path) -> None:
     without Python's file, line number and source line."""
     import subprocess
 
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", DEBUG, "--ckpt_path", "last",
-                             "--trainer.enable_progress_bar", "false", "--trainer.max_steps", "2",
-                             "--trainer.logger.init_args.save_dir", str(tmp_path)],
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"),
+                             *fit_args(None, tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "2")],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "no last checkpoint" in line]

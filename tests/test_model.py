@@ -7,8 +7,6 @@ from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
 from lit_gpt.model import GPT, MLP, Bigram, Block, PlainBlock, build_model
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def tiny_config(**overrides) -> GPTConfig:
     return GPTConfig(**{**dict(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0), **overrides})
@@ -113,16 +111,14 @@ def test_unknown_architecture() -> None:
 def test_muon_takes_the_hidden_matrices_and_lowers_the_loss(corpus_path: Path, tmp_path: Path) -> None:
     """--model.optimizer muon: Muon steps exactly the 2-D weights inside the blocks, AdamW the embeddings (tied with
     the head), LayerNorms and biases; one schedule sets both rates; 60 steps lower the loss."""
-    from helpers import read_losses
+    from helpers import callback, fit_args, read_losses
     from lit_gpt.cli import cli_main
     from lit_gpt.optim import MuonAdamW
 
     record = tmp_path / "losses.txt"
-    cli = cli_main(["fit", "--config", str(ROOT / "configs" / "debug.yaml"), "--data.path", str(corpus_path),
-                    "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
-                    "--model.optimizer", "muon", "--model.learning_rate", "3e-3", "--model.min_lr", "3e-4",
-                    "--trainer.max_steps", "60", "--model.lr_decay_steps", "60",
-                    f'--trainer.callbacks+={{"class_path": "helpers.LossRecorder", "init_args": {{"path": "{record}"}}}}'])
+    cli = cli_main(fit_args(corpus_path, tmp_path, "--model.optimizer", "muon", "--model.learning_rate", "3e-3",
+                            "--model.min_lr", "3e-4", "--trainer.max_steps", "60", "--model.lr_decay_steps", "60",
+                            callback("helpers.LossRecorder", path=str(record))))
     optimizer, model = cli.trainer.optimizers[0], cli.model.model
     assert isinstance(optimizer, MuonAdamW)
     muon = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}

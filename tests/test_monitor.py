@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import read_losses
+from helpers import fit_args, read_losses
 from lit_gpt.cli import cli_main
 from lit_gpt.config import GPTConfig
 from lit_gpt.model import GPT
@@ -17,13 +17,8 @@ from lit_gpt.module import LitGPT
 from lit_gpt.attention_image import VIRIDIS, attention_image, colorize
 from lit_gpt.throughput import flops_per_batch
 
-ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
-
-
 def fit(corpus: Path, runs: Path, *extra: str):
-    return cli_main(["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
-                     "--trainer.logger.init_args.save_dir", str(runs), *extra])
+    return cli_main(fit_args(corpus, runs, *extra))
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -33,10 +28,9 @@ def events(run_dir: Path) -> EventAccumulator:
 
 
 @pytest.fixture(scope="module")
-def run(corpus_path: Path, tmp_path_factory: pytest.TempPathFactory) -> EventAccumulator:
-    runs = tmp_path_factory.mktemp("runs")
-    fit(corpus_path, runs, "--monitor.attention_prompt", "ROMEO:\nBut soft")
-    return events(runs / "debug")
+def run(debug_run: dict) -> EventAccumulator:
+    """The TensorBoard events of the session's debug run."""
+    return events(debug_run["runs"] / "debug")
 
 
 def test_scalars(run: EventAccumulator) -> None:

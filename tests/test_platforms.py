@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchmetrics.aggregation import MeanMetric
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, fit_args
 from lit_gpt import checkpointing, files
 from lit_gpt.checkpointing import AtomicCheckpointIO
 from lit_gpt.cli import cli_main
@@ -21,14 +21,7 @@ from lit_gpt.errors import LitGPTError
 from lit_gpt.generate import resolve_device
 from lit_gpt.module import compiles_by_default, metric_dtype
 
-ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
 MPS = torch.device("mps")
-
-
-def fit_args(corpus: Path, runs: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(runs), *extra]
 
 
 # macOS on Apple silicon ------------------------------------------------------------------------------------------
@@ -101,12 +94,11 @@ def test_on_windows_checkpoints_are_read_without_a_memory_map(tmp_path: Path, mo
     seen = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: (seen.append(k.get("mmap")), real_load(*a, **k))[1])
-    files.read_checkpoint(last)
-    checkpointing.checkpoint_step(last)
-    monkeypatch.setattr(files, "on_windows", lambda: True)
-    monkeypatch.setattr(checkpointing, "on_windows", lambda: True)
-    files.read_checkpoint(last)
-    checkpointing.checkpoint_step(last)
+    for windows in (False, True):
+        monkeypatch.setattr(files, "on_windows", lambda: windows)
+        for read in (files.read_checkpoint, checkpointing.checkpoint_step):
+            files._load_version.cache_clear()  # a file is read once per process: read it again
+            read(last)
     assert seen == [True, True, False, False]
 
 

@@ -22,7 +22,9 @@ def test_the_logging_step_counter_is_where_resumed_log_step_sets_it() -> None:
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     assert trainer.fit_loop.epoch_loop._batches_that_stepped == 0
     assert "_batches_that_stepped" in inspect.getsource(type(trainer.fit_loop.epoch_loop))
-    assert "_batches_that_stepped" in inspect.getsource(ResumedLogStep)
+    trainer.fit_loop.epoch_loop._batches_that_stepped = 5  # one step late, as after a resume
+    ResumedLogStep().on_train_batch_start(trainer, None, None, 0)
+    assert trainer.fit_loop.epoch_loop._batches_that_stepped == trainer.global_step == 0
 
 
 def test_lightning_cli_still_reads_ckpt_path_hyper_parameters_in_the_hook_the_cli_replaces() -> None:

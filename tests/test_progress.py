@@ -10,15 +10,13 @@ from unittest import mock
 import pytest
 import torch
 
+from helpers import DEBUG, fit_args
 from lit_gpt.cli import GPTLightningCLI, cli_main
 from lit_gpt.config import GPTConfig
-from lit_gpt.data import CharDataModule
 from lit_gpt.model import GPT
-from lit_gpt.module import LitGPT
 from lit_gpt.progress import StepProgressBar, cpu_step_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 
 @pytest.mark.slow
@@ -45,7 +43,7 @@ def test_the_bar_is_ours_and_redraws_when_the_logger_writes(extra: list[str], re
             *extra]
     for rich in (False, True):
         with mock.patch("lightning.pytorch.trainer.connectors.callback_connector._RICH_AVAILABLE", rich):
-            bar = GPTLightningCLI(LitGPT, CharDataModule, run=False, args=args).trainer.progress_bar_callback
+            bar = GPTLightningCLI(args, run=False).trainer.progress_bar_callback
         assert (bar.refresh_rate if bar is not None else None) == refresh_rate
         assert bar is None or type(bar) is StepProgressBar
 
@@ -53,14 +51,12 @@ def test_the_bar_is_ours_and_redraws_when_the_logger_writes(extra: list[str], re
 def test_a_gpu_sized_recipe_on_a_cpu_says_how_long_and_what_to_use(tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     with mock.patch("lit_gpt.progress.cpu_step_seconds", return_value=20.0):
-        cli_main(["fit", "--config", DEBUG, "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
-                  "--trainer.logger.init_args.save_dir", str(tmp_path / "slow")])
+        cli_main(fit_args(None, tmp_path / "slow", "--trainer.max_steps", "2"))
     assert "lit_gpt: gpt" in caplog.text and "warning: this recipe" not in caplog.text  # 40 s: fine
     caplog.clear()
     with mock.patch("lit_gpt.progress.cpu_step_seconds", return_value=20.0):
-        cli_main(["fit", "--config", DEBUG, "--trainer.max_steps", "5000", "--trainer.limit_train_batches", "2",
-                  "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
-                  "--trainer.logger.init_args.save_dir", str(tmp_path / "long")])
+        cli_main(fit_args(None, tmp_path / "long", "--trainer.max_steps", "5000", "--trainer.limit_train_batches", "2",
+                          "--trainer.max_epochs", "1"))
     assert re.search(r"warning: this recipe is sized for a GPU: on this CPU a step takes about 20\.0 s, so 5000 "
                      r"steps take about 28 h\. For a CPU use configs/shakespeare_char_cpu\.yaml", caplog.text)
 

@@ -14,21 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_one_line_error, read_losses, start_process as start, wait_until
+from helpers import assert_one_line_error, callback, fit_args, read_losses, start_process as start, wait_until
 from lit_gpt.checkpointing import AtomicCheckpointIO
 from lit_gpt.errors import CheckpointWriteError
 from lit_gpt.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 
 def args(corpus: Path, runs: Path, record: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(runs), "--trainer.max_steps", "30",
-            "--periodic_checkpoint.every_n_train_steps", "4",
-            f'--trainer.callbacks+={{"class_path": "helpers.LossRecorder", "init_args": {{"path": "{record}"}}}}',
-            *extra]
+    """30 steps of the debug recipe, last.ckpt every 4, every loss recorded in ``record``."""
+    return fit_args(corpus, runs, "--trainer.max_steps", "30", "--periodic_checkpoint.every_n_train_steps", "4",
+                    callback("helpers.LossRecorder", path=str(record)), *extra)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])

@@ -8,18 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_one_line_error, free_port, read_losses, start_process
+from helpers import assert_one_line_error, callback, fit_args, free_port, read_losses, start_process
 from lit_gpt.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 
-def fit_args(corpus: Path, runs: Path, record: Path, *extra: str) -> list[str]:
-    recorder = {"class_path": "helpers.BatchLossRecorder", "init_args": {"path": str(record)}}
-    return ["fit", "--config", DEBUG, "--data.path", str(corpus), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.init_args.save_dir", str(runs), "--periodic_checkpoint.every_n_train_steps", "4",
-            f"--trainer.callbacks+={json.dumps(recorder)}", *extra]
+def recorded_args(corpus: Path, runs: Path, record: Path, *extra: str) -> list[str]:
+    """The debug recipe, last.ckpt every 4 steps, every rank's batch losses recorded in ``record``."""
+    return fit_args(corpus, runs, "--periodic_checkpoint.every_n_train_steps", "4",
+                    callback("helpers.BatchLossRecorder", path=str(record)), *extra)
 
 
 def on_devices(devices: int) -> list[str]:
@@ -36,9 +34,10 @@ def test_resume_is_exact_with_gradient_accumulation(corpus_path: Path, tmp_path:
     common = ["--trainer.accumulate_grad_batches", k, "--trainer.val_check_interval", str(5 * accumulate),
               *on_devices(devices)]
     straight, legs = tmp_path / "straight.txt", tmp_path / "legs.txt"
-    cli_main(fit_args(corpus_path, tmp_path / "a", straight, *common, "--trainer.max_steps", "12"))
-    cli_main(fit_args(corpus_path, tmp_path / "b", legs, *common, "--trainer.max_steps", "7"))
-    cli_main(fit_args(corpus_path, tmp_path / "b", legs, *common, "--trainer.max_steps", "12", "--ckpt_path", "last"))
+    cli_main(recorded_args(corpus_path, tmp_path / "a", straight, *common, "--trainer.max_steps", "12"))
+    cli_main(recorded_args(corpus_path, tmp_path / "b", legs, *common, "--trainer.max_steps", "7"))
+    cli_main(recorded_args(corpus_path, tmp_path / "b", legs, *common, "--trainer.max_steps", "12",
+                           "--ckpt_path", "last"))
     a, b = read_losses(straight), read_losses(legs)
     for rank in range(devices):
         assert sorted(n for kind, n in a if kind == f"batch{rank}") == list(range(12 * accumulate))
@@ -52,7 +51,7 @@ def test_a_validation_inside_an_accumulation_is_refused(corpus_path: Path, tmp_p
                                                          capsys: pytest.CaptureFixture) -> None:
     """val_check_interval counts batches: 5 with K = 2 would validate (and checkpoint) between two batches of a step."""
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(fit_args(corpus_path, tmp_path, tmp_path / "r.txt", "--trainer.accumulate_grad_batches", "2",
+        cli_main(recorded_args(corpus_path, tmp_path, tmp_path / "r.txt", "--trainer.accumulate_grad_batches", "2",
                           "--trainer.val_check_interval", "5"))
     assert_one_line_error(capsys, exit_info, r"val_check_interval .* not a multiple of .*accumulate_grad_batches 2.* "
                                              r"use 10")
@@ -66,7 +65,7 @@ def test_sharding_strategies_are_refused_with_one_line(corpus_path: Path, tmp_pa
     """FSDP would put every matrix into the no-decay group (its shards are 1-D) and cannot run Muon; on a CPU
     Lightning itself fails with a traceback. One line instead, pointing at DDP, before anything is written."""
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(fit_args(corpus_path, tmp_path, tmp_path / "r.txt", "--trainer.strategy", strategy))
+        cli_main(recorded_args(corpus_path, tmp_path, tmp_path / "r.txt", "--trainer.strategy", strategy))
     assert_one_line_error(capsys, exit_info, r"strategy .* is not supported: it shards the weights.* ddp")
     assert not (tmp_path / "debug").exists()
 
@@ -77,8 +76,7 @@ def test_a_non_finite_validation_loss_is_reported_not_averaged_away(corpus_path:
     """One of four validation batches scores NaN: val_loss is NaN (torchmetrics' default would drop those losses
     and report the mean of the other three)."""
     callbacks = ["--trainer.callbacks+=helpers.PoisonOneValidationBatch"] if poison else []
-    cli = cli_main(["validate", "--config", DEBUG, "--data.path", str(corpus_path), "--trainer.enable_progress_bar",
-                    "false", "--trainer.logger.init_args.save_dir", str(tmp_path), *callbacks])
+    cli = cli_main(fit_args(corpus_path, tmp_path, *callbacks, subcommand="validate"))
     val_loss = cli.trainer.callback_metrics["val_loss"]
     assert torch.isnan(val_loss) if poison else torch.isfinite(val_loss)
 
@@ -101,9 +99,9 @@ def finish(procs: list[subprocess.Popen], dirs: list[Path]) -> None:
 
 
 def train_cmd(corpus: Path, *extra: str) -> list[str]:
-    recorder = {"class_path": "helpers.BatchLossRecorder", "init_args": {"path": "losses.txt"}}
-    return [sys.executable, str(ROOT / "train.py"), "fit", "--config", DEBUG, "--data.path", str(corpus),
-            "--trainer.enable_progress_bar", "false", f"--trainer.callbacks+={json.dumps(recorder)}", *extra]
+    """train.py in a process of its own, its run in ./runs, every rank's batch losses in ./losses.txt."""
+    return [sys.executable, str(ROOT / "train.py"),
+            *fit_args(corpus, Path("runs"), callback("helpers.BatchLossRecorder", path="losses.txt"), *extra)]
 
 
 def all_losses(*dirs: Path) -> dict[tuple[str, int], float]:
@@ -173,10 +171,9 @@ def test_slurm_auto_requeue_is_off_and_said(corpus_path: Path, tmp_path: Path, m
         for name, value in SLURM_JOB.items():
             monkeypatch.setenv(name, value)
     record = tmp_path / "handlers.json"
-    probe = {"class_path": "helpers.SignalHandlersAtTrainStart", "init_args": {"path": str(record)}}
     with caplog.at_level("INFO"):
-        cli_main(fit_args(corpus_path, tmp_path, tmp_path / "r.txt", "--trainer.max_steps", "2",
-                          f"--trainer.callbacks+={json.dumps(probe)}"))
+        cli_main(recorded_args(corpus_path, tmp_path, tmp_path / "r.txt", "--trainer.max_steps", "2",
+                               callback("helpers.SignalHandlersAtTrainStart", path=str(record))))
     assert json.loads(record.read_text())["SIGUSR1_default"]
     assert ("auto-requeue (SIGUSR1) is off" in caplog.text) == under_slurm
     assert not list(tmp_path.rglob("hpc_ckpt_*.ckpt"))
@@ -186,8 +183,8 @@ def test_a_requeued_command_with_ckpt_path_last_starts_fresh_then_resumes(corpus
     """The command a batch script runs on every (re)start: `--ckpt_path last`. With nothing to resume it trains from
     step 0; run again after a stop, it resumes; the losses equal one uninterrupted run's."""
     straight, legs = tmp_path / "straight.txt", tmp_path / "legs.txt"
-    cli_main(fit_args(corpus_path, tmp_path / "a", straight, "--trainer.max_steps", "12"))
-    requeued = fit_args(corpus_path, tmp_path / "b", legs, "--ckpt_path", "last")
+    cli_main(recorded_args(corpus_path, tmp_path / "a", straight, "--trainer.max_steps", "12"))
+    requeued = recorded_args(corpus_path, tmp_path / "b", legs, "--ckpt_path", "last")
     cli_main([*requeued, "--trainer.max_steps", "7"])  # the first start; "preempted" after step 7
     assert sorted(n for kind, n in read_losses(legs) if kind == "batch0") == list(range(7))
     cli_main([*requeued, "--trainer.max_steps", "12"])  # the same command again

@@ -25,11 +25,6 @@ from lit_gpt.serve_cli import main as serve_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_checkpoint: Path) -> Path:
-    return tiny_checkpoint
-
-
 class Server:
     """``python serve.py`` in its own process group, on a free port, up once /health answers."""
 
@@ -77,8 +72,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
-    running = Server(checkpoint, tmp_path_factory.mktemp("server") / "log", "--workers", "2")
+def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    running = Server(tiny_checkpoint, tmp_path_factory.mktemp("server") / "log", "--workers", "2")
     yield running
     running.stop()
 
@@ -116,29 +111,29 @@ def events(server: Server, path: str, **request) -> tuple[dict, list]:
 
 
 @pytest.mark.slow  # a server process
-def test_a_completion_from_the_openai_client_is_the_text_sample_py_gives(server: Server, checkpoint: Path) -> None:
+def test_a_completion_from_the_openai_client_is_the_text_sample_py_gives(server: Server, tiny_checkpoint: Path) -> None:
     answer = client(server).completions.create(model="any name", prompt="ROMEO:", max_tokens=60, seed=7, top_p=0.9,
                                                temperature=0.8, user="someone", logprobs=None, presence_penalty=0)
     assert answer.object == "text_completion" and answer.model == "debug/last" and answer.id.startswith("cmpl-")
     [choice] = answer.choices
-    assert choice.text == sampled(checkpoint, "ROMEO:", 60, 7, top_p=0.9) and choice.finish_reason == "length"
+    assert choice.text == sampled(tiny_checkpoint, "ROMEO:", 60, 7, top_p=0.9) and choice.finish_reason == "length"
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (6, 60, 66)
 
 
 @pytest.mark.slow  # a server process
 def test_the_answer_is_json_and_without_a_seed_a_random_one_is_used_and_returned(server: Server,
-                                                                                checkpoint: Path) -> None:
+                                                                                tiny_checkpoint: Path) -> None:
     status, headers, _ = server.complete(prompt="KING", max_tokens=3)
     assert status == 200 and headers["content-type"] == "application/json"
     first, second = (json.loads(server.complete(prompt="KING", max_tokens=30)[2]) for _ in range(2))
     assert first["seed"] != second["seed"]  # an extension: the seed that gives this text again
-    assert first["choices"][0]["text"] == sampled(checkpoint, "KING", 30, first["seed"])
+    assert first["choices"][0]["text"] == sampled(tiny_checkpoint, "KING", 30, first["seed"])
 
 
 @pytest.mark.slow  # a server process
-def test_n_choices_each_with_its_own_seed_and_stop_sequences(server: Server, checkpoint: Path) -> None:
+def test_n_choices_each_with_its_own_seed_and_stop_sequences(server: Server, tiny_checkpoint: Path) -> None:
     """Choice i samples with seed + i; a stop sequence ends a choice (left out of its text: finish_reason "stop")."""
-    full = [sampled(checkpoint, "JULIET:", 80, 11 + i) for i in range(3)]
+    full = [sampled(tiny_checkpoint, "JULIET:", 80, 11 + i) for i in range(3)]
     stop = next(c for c in full[0][5:] if c in full[1] or c in full[2])  # a character that ends at least one
     answer = client(server).completions.create(model="m", prompt="JULIET:", max_tokens=80, n=3, seed=11, stop=[stop])
     assert [c.index for c in answer.choices] == [0, 1, 2]
@@ -152,31 +147,31 @@ def test_n_choices_each_with_its_own_seed_and_stop_sequences(server: Server, che
 
 
 @pytest.mark.slow  # a server process
-def test_streaming_sends_server_sent_events_as_the_text_comes(server: Server, checkpoint: Path) -> None:
+def test_streaming_sends_server_sent_events_as_the_text_comes(server: Server, tiny_checkpoint: Path) -> None:
     headers, data = events(server, "/v1/completions", prompt="JULIET:", max_tokens=40, seed=3, temperature=1.2,
                            stream_options={"include_usage": True})
     assert headers["content-type"].startswith("text/event-stream") and data[-1] == "[DONE]"
     *chunks, usage_chunk, _ = data
     assert len(chunks[0]["choices"][0]["text"]) == 1  # the first character at once; then what each 20 ms generated
     assert all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks)
-    assert "".join(c["choices"][0]["text"] for c in chunks) == sampled(checkpoint, "JULIET:", 40, 3, temperature=1.2)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == sampled(tiny_checkpoint, "JULIET:", 40, 3, temperature=1.2)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == 40
     streamed = client(server).completions.create(model="m", prompt="JULIET:", max_tokens=40, seed=3, temperature=1.2,
                                                  stream=True)
-    assert "".join(c.choices[0].text for c in streamed) == sampled(checkpoint, "JULIET:", 40, 3, temperature=1.2)
+    assert "".join(c.choices[0].text for c in streamed) == sampled(tiny_checkpoint, "JULIET:", 40, 3, temperature=1.2)
 
 
 @pytest.mark.slow  # a server process
 def test_chat_turns_the_messages_into_a_script_and_the_reply_ends_with_its_speech(server: Server,
-                                                                                 checkpoint: Path) -> None:
+                                                                                 tiny_checkpoint: Path) -> None:
     messages = [{"role": "system", "content": "A street in Verona."},
                 {"role": "user", "name": "ROMEO", "content": "Good morrow, cousin."},
                 {"role": "assistant", "name": "BENVOLIO", "content": "Is the day so young?"},
                 {"role": "user", "name": "ROMEO", "content": "But new struck nine."}]
     script = ("A street in Verona.\n\nROMEO:\nGood morrow, cousin.\n\nBENVOLIO:\nIs the day so young?\n\n"
               "ROMEO:\nBut new struck nine.\n\nBENVOLIO:\n")
-    text = sampled(checkpoint, script, 300, 5)
+    text = sampled(tiny_checkpoint, script, 300, 5)
     reply = text.split("\n\n")[0]
     answer = client(server).chat.completions.create(model="m", messages=messages, max_tokens=300, seed=5)
     assert answer.object == "chat.completion" and answer.choices[0].message.role == "assistant"
@@ -203,7 +198,7 @@ def test_models_lists_the_served_checkpoint(server: Server) -> None:
 
 @pytest.mark.slow  # a server process
 def test_concurrent_streaming_requests_are_all_served_each_with_its_own_text(server: Server,
-                                                                             checkpoint: Path) -> None:
+                                                                             tiny_checkpoint: Path) -> None:
     results: dict[int, str] = {}
 
     def stream(seed: int) -> None:
@@ -216,7 +211,7 @@ def test_concurrent_streaming_requests_are_all_served_each_with_its_own_text(ser
     for t in threads:
         t.join(timeout=120)
     assert sorted(results) == list(range(6))
-    assert all(results[seed] == sampled(checkpoint, "\n", 50, seed) for seed in range(6))
+    assert all(results[seed] == sampled(tiny_checkpoint, "\n", 50, seed) for seed in range(6))
 
 
 @pytest.mark.slow  # a server process
@@ -261,7 +256,7 @@ def test_the_openai_client_raises_its_own_error_for_a_bad_request(server: Server
 
 
 @pytest.mark.slow  # a server process
-def test_a_client_that_goes_away_mid_stream_does_not_harm_the_server(server: Server, checkpoint: Path) -> None:
+def test_a_client_that_goes_away_mid_stream_does_not_harm_the_server(server: Server, tiny_checkpoint: Path) -> None:
     for _ in range(3):  # more abandoned streams than workers
         conn = server.connection()
         conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "A", "max_tokens": 3000, "stream": True}))
@@ -269,7 +264,7 @@ def test_a_client_that_goes_away_mid_stream_does_not_harm_the_server(server: Ser
         assert response.status == 200 and response.readline().startswith(b"data: ")
         conn.close()  # gone, mid-stream
     status, _, body = server.complete(prompt="ROMEO:", max_tokens=20, seed=5)
-    assert status == 200 and json.loads(body)["choices"][0]["text"] == sampled(checkpoint, "ROMEO:", 20, 5)
+    assert status == 200 and json.loads(body)["choices"][0]["text"] == sampled(tiny_checkpoint, "ROMEO:", 20, 5)
 
 
 @pytest.mark.slow  # a server process
@@ -305,8 +300,8 @@ def test_the_page_streams_a_completion_in_a_real_browser(server: Server) -> None
 
 
 @pytest.mark.slow  # a server process
-def test_sigterm_stops_the_server_and_its_workers_with_status_0(checkpoint: Path, tmp_path: Path) -> None:
-    running = Server(checkpoint, tmp_path / "log")
+def test_sigterm_stops_the_server_and_its_workers_with_status_0(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    running = Server(tiny_checkpoint, tmp_path / "log")
     assert running.complete(prompt="A", max_tokens=3, seed=1)[0] == 200
     running.proc.send_signal(signal.SIGTERM)
     try:
@@ -333,19 +328,19 @@ def test_sigterm_stops_the_server_and_its_workers_with_status_0(checkpoint: Path
     (["--checkpoint", "{good}", "--port", "{busy}"], r"cannot listen on 127.0.0.1:\d+"),
     (["--checkpoint", "{good}", "--device", "cuda:7"], r"device 'cuda:7'"),
 ], ids=["missing", "not-a-checkpoint", "port-0", "port-in-use", "no-such-device"])
-def test_a_bad_start_is_one_error_line_and_exit_2(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+def test_a_bad_start_is_one_error_line_and_exit_2(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                    args: list[str], message: str) -> None:
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        filled = [a.format(bad=tmp_path / "bad.ckpt", good=checkpoint, busy=busy.getsockname()[1]) for a in args]
+        filled = [a.format(bad=tmp_path / "bad.ckpt", good=tiny_checkpoint, busy=busy.getsockname()[1]) for a in args]
         with pytest.raises(SystemExit) as exit_info:
             serve_main(filled)
     assert_one_line_error(capsys, exit_info, message)
 
 
-def test_without_litserve_the_command_says_how_to_install_it(checkpoint: Path, capsys: pytest.CaptureFixture,
+def test_without_litserve_the_command_says_how_to_install_it(tiny_checkpoint: Path, capsys: pytest.CaptureFixture,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import lit_gpt.serve_cli
 
@@ -353,6 +348,6 @@ def test_without_litserve_the_command_says_how_to_install_it(checkpoint: Path, c
     monkeypatch.setattr(lit_gpt.serve_cli.importlib.util, "find_spec",
                         lambda name, *a: None if name == "litserve" else real(name, *a))
     with pytest.raises(SystemExit) as exit_info:
-        serve_main(["--checkpoint", str(checkpoint)])
+        serve_main(["--checkpoint", str(tiny_checkpoint)])
     assert_one_line_error(capsys, exit_info, r'serving needs LitServe, an optional extra: pip install -e "\.\[serve\]"')
 

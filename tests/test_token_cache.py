@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import lit_gpt.token_cache as token_cache
+from helpers import wait_until
 from lit_gpt.errors import LitGPTError
 from lit_gpt.token_cache import load_tokens
 from lit_gpt.tokenizer import CharTokenizer
@@ -91,26 +92,40 @@ def test_a_damaged_cache_is_rebuilt(damage: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_processes_racing_build_it_once(tmp_path: Path) -> None:
-    """Two processes ask for the same new cache at once; the build is slowed down to make them overlap. One builds,
-    the other waits for the lock and maps the finished files; both read the same ids."""
+    """Two processes ask for the same new cache at once: the second asks for the lock while the first builds (the
+    build waits until it has asked, so they overlap on any machine, however loaded). One builds, the other waits for
+    the lock and maps the finished files; both read the same ids."""
     path, cache = tmp_path / "t.txt", tmp_path / "cache"
     path.write_text(text_of(list("abcdefgh \n"), 200_000), encoding="utf-8")
+    started, asked = tmp_path / "build-started", tmp_path / "lock-asked"
     script = f"""
 import sys, time
+from pathlib import Path
 import lit_gpt.token_cache as tc
 built = []
-real = tc.build_cache
-def slow_build(*args):
+real_build, real_locked = tc.build_cache, tc.locked
+def build_once_the_other_asks(*args):
     built.append(1)
-    time.sleep(1.5)
-    real(*args)
-tc.build_cache = slow_build
+    Path({str(started)!r}).touch()
+    deadline = time.monotonic() + 60
+    while not Path({str(asked)!r}).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    real_build(*args)
+def ask_for_the_lock(lock_path):
+    Path({str(asked)!r}).touch()
+    return real_locked(lock_path)
+if sys.argv[1] == "builder":
+    tc.build_cache = build_once_the_other_asks
+else:
+    tc.locked = ask_for_the_lock
 start = time.time()
 ids, _ = tc.load_tokens({str(path)!r}, {str(cache)!r})
 print(len(built), int(ids.sum()), len(ids), start, time.time())
 """
-    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    builder = subprocess.Popen([sys.executable, "-c", script, "builder"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert wait_until(started.exists, timeout=60)
+    waiter = subprocess.Popen([sys.executable, "-c", script, "waiter"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    procs = [builder, waiter]
     outputs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sorted(int(o[0]) for o in outputs) == [0, 1]  # exactly one of them built the cache
