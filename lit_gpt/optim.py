@@ -30,6 +30,15 @@ def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float]
     return X.T if tall else X
 
 
+def closure_loss(closure: Optional[Callable[[], float]]) -> Optional[float]:
+    """The loss of an optimizer's ``closure`` (forward and backward again), with gradients on, as torch's optimizers
+    evaluate it; None without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def fast_ortho_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 on CUDA (tensor cores); float32 elsewhere: a CPU without bf16 instructions emulates bfloat16
     matmuls, many times slower than float32 (``python bench/common.py`` prints the ratio on the machine it runs on)."""
@@ -54,10 +63,7 @@ class Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, momentum = float(group["lr"]), group["momentum"]
             for p in group["params"]:
@@ -114,10 +120,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         self.muon.step()
         self.adamw.step()
         return loss

@@ -195,3 +195,15 @@ def test_sample_more_bad_input(random_checkpoint: Path, capsys: pytest.CaptureFi
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_settings_are_checked_before_the_first_character(random_checkpoint: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """A setting only the model can check (window_shift against its block size) fails before sample.py writes the
+    prompt; the Python API fails when asked, not at the first character."""
+    with pytest.raises(SystemExit):
+        sample_main(["--checkpoint", str(random_checkpoint), "--prompt", "AB", "--window_shift", "16"])
+    assert capsys.readouterr().out == ""
+    gen = TextGenerator.from_checkpoint(random_checkpoint, device="cpu")
+    with pytest.raises(LitGPTError, match="top_k must be at least 1"):
+        gen.stream("AB", 5, top_k=0)

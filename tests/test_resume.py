@@ -150,6 +150,13 @@ def fault_rng() -> random.Random:
     return random.Random(seed)
 
 
+def uninterrupted(corpus: Path, tmp_path: Path, base: list[str]) -> Path:
+    """The losses of a run of ``base`` that nothing stops (in tmp_path/a): what a stopped and resumed run must equal."""
+    straight = tmp_path / "straight.txt"
+    cli_main(args(corpus, tmp_path / "a", straight, *base))
+    return straight
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpus_path: Path, tmp_path: Path) -> None:
     """Fault test: SIGKILL a real training process 3 times at random moments, resume each time with
@@ -157,12 +164,8 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpu
     steps, kills = 120, 3
     base = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", "25", "--trainer.limit_val_batches", "2",
             "--periodic_checkpoint.every_n_train_steps", "10"]
-    straight = tmp_path / "straight.txt"
-    cli_main(args(corpus_path, tmp_path / "a", straight, *base))
-
-    record = tmp_path / "killed.txt"
+    straight, record, rng = uninterrupted(corpus_path, tmp_path, base), tmp_path / "killed.txt", fault_rng()
     record.touch()
-    rng = fault_rng()
     killed_at = []
     for attempt in range(kills + 1):
         resume = ["--ckpt_path", "last"] if attempt else []
@@ -234,12 +237,8 @@ def test_sigint_and_sigterm_at_random_moments_save_and_resume_exactly(corpus_pat
     run as printed, continues; in the end every loss equals an uninterrupted run's."""
     base = ["--trainer.max_steps", "120", "--trainer.val_check_interval", "25", "--trainer.limit_val_batches", "2",
             "--periodic_checkpoint.every_n_train_steps", "0"]
-    straight = tmp_path / "straight.txt"
-    cli_main(args(corpus_path, tmp_path / "a", straight, *base))
-
-    record = tmp_path / "stopped.txt"
+    straight, record, rng = uninterrupted(corpus_path, tmp_path, base), tmp_path / "stopped.txt", fault_rng()
     record.touch()
-    rng = fault_rng()
     cmd = [sys.executable, "train.py", *args(corpus_path, tmp_path / "b", record, *base)]
     stopped_at = []
     for attempt, signum in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGINT, None]):
