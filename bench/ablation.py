@@ -3,6 +3,7 @@ against that: the final val_loss (whole validation split) and the wall time from
 several seeds, one run after the other. Method: docs/recipes.md.
 
     python bench/ablation.py [--config configs/shakespeare_char_cpu.yaml] [--seeds 1337 1338] [--only rope qk_norm]
+                             [--steps 250]
 """
 
 import argparse
@@ -51,7 +52,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="these variants (and the recipe)")
     parser.add_argument("--together", nargs="*", default=None, metavar="NAME",
                         help="also a run with these variants together")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="every run this many steps, its schedule decaying over them, validated at the end "
+                             "(default: the recipe's)")
     args, extra = parser.parse_known_args()  # anything else overrides the recipe in every run
+    if args.steps is not None:
+        extra = [*(o for name in ("trainer.max_steps", "model.lr_decay_steps", "trainer.val_check_interval")
+                   for o in (f"--{name}", str(args.steps))), *extra]
     print(common.machine_line(), flush=True)
     variants = {n: v for n, v in VARIANTS.items() if args.only is None or n == "recipe" or n in args.only}
     if args.together:
