@@ -28,6 +28,8 @@ VARIANTS = {  # name: overrides of the base; few principled settings, none tuned
     "zero_init": ["--model.config.zero_init", "true"],
     "untied": ["--model.config.tie_weights", "false"],
     "logit_cap": ["--model.config.logit_cap", "15"],
+    "value_embed": ["--model.config.value_embed", "true"],
+    "unet": ["--model.config.unet", "true"],
     "ema": [f"--trainer.callbacks+={EMA}"],
 }
 

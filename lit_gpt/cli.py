@@ -2,6 +2,7 @@
 
 import os
 import shlex
+from dataclasses import fields
 import shutil
 import sys
 from pathlib import Path
@@ -222,8 +223,10 @@ def config_mismatches(hparams: dict[str, Any], arch: str, config: GPTConfig) -> 
     ``"n_embd 32 in the checkpoint, 128 in the config"`` (dropout may differ: it changes no weight)."""
     mismatches = [f"arch {hparams['arch']} in the checkpoint, {arch} in the config"] if hparams["arch"] != arch else []
     defaults = GPTConfig()  # a setting the checkpoint lacks predates it: the default, which it was trained with
-    for name in ("n_layer", "n_head", "n_embd", "bias", "block_size", "mlp", "residual", "layernorm", "position",
-                 "qk_norm", "activation", "zero_init", "tie_weights", "logit_cap"):
+    # Every model setting but the vocabulary (the caller compares it character by character) and dropout; the block
+    # size, which the data sets, last.
+    names = [f.name for f in fields(GPTConfig) if f.name not in ("vocab_size", "dropout")]
+    for name in sorted(names, key=lambda name: name == "block_size"):
         theirs, ours = hparams["config"].get(name, getattr(defaults, name)), getattr(config, name)
         if theirs != ours:
             mismatches.append(f"{name} {theirs} in the checkpoint, {ours} in the config")

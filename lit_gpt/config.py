@@ -29,6 +29,10 @@ class GPTConfig:
             identity) instead of GPT-2's small random values.
         tie_weights: Whether the output head shares its matrix with the token embeddings (nanoGPT).
         logit_cap: Soft-cap the logits to (-cap, cap) with a tanh; null: no cap.
+        value_embed: Whether each layer has a table of value embeddings, read by token and added to its attention
+            values.
+        unet: Whether the first half of the blocks' outputs are added (with learned weights) to the second half's
+            inputs in mirror order (U-net skips).
     """
 
     vocab_size: int = 65
@@ -47,6 +51,8 @@ class GPTConfig:
     zero_init: bool = False
     tie_weights: bool = True
     logit_cap: Optional[float] = None
+    value_embed: bool = False
+    unet: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):

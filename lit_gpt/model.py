@@ -12,7 +12,10 @@ import torch.nn.functional as F
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
-from lit_gpt.modern import HeadNorm, NoPositions, NoRotation, ReLUSquared, Rotary, SoftCap
+from lit_gpt.modern import (
+    AddValues, HeadNorm, KeepValues, NoPositions, NoRotation, NoValueEmbeddings, ReLUSquared, Rotary, SoftCap, Stack,
+    UNetStack, ValueEmbeddings,
+)
 
 
 class KVCache:
@@ -50,6 +53,7 @@ class CausalSelfAttention(nn.Module):
         # Later techniques, where the config asks for them (lit_gpt/modern.py); otherwise they do nothing.
         self.qk_norm = HeadNorm() if config.qk_norm else nn.Identity()
         self.rotary = Rotary(config.head_size, config.block_size) if config.position == "rope" else NoRotation()
+        self.values = AddValues() if config.value_embed else KeepValues()
 
     def heads(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, C) at positions start.. -> q, k, v, each (B, nh, T, hs)"""
@@ -59,10 +63,13 @@ class CausalSelfAttention(nn.Module):
         q, k = (self.rotary(self.qk_norm(t), start) for t in (q, k))
         return q, k, v
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C). With a cache, x holds the T positions that follow the cached ones."""
+    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None,
+                ve: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, T, C) [, this layer's value embeddings ve (B, T, C)] -> (B, T, C). With a cache, x holds the T
+        positions that follow the cached ones."""
         B, T, C = x.size()
         q, k, v = self.heads(x, kv_cache.length if kv_cache is not None else 0)  # (B, nh, T, hs) each
+        v = self.values(v, ve)  # (B, nh, T, hs)
         mask, is_causal = None, True
         if kv_cache is not None:
             past = kv_cache.length
@@ -136,9 +143,10 @@ class Block(nn.Module):
         self.ln_2 = layer_norm(config) if config.mlp else nn.Identity()
         self.mlp = MLP(config) if config.mlp else no_mlp(config)
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None,
+                ve: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""
-        x = x + self.attn(self.ln_1(x), kv_cache)
+        x = x + self.attn(self.ln_1(x), kv_cache, ve)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -146,9 +154,10 @@ class Block(nn.Module):
 class PlainBlock(Block):
     """A block without residual connections (the lecture's ladder before it adds them): each part replaces x."""
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None,
+                ve: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""
-        x = self.attn(self.ln_1(x), kv_cache)
+        x = self.attn(self.ln_1(x), kv_cache, ve)
         x = self.mlp(self.ln_2(x))
         return x
 
@@ -162,7 +171,8 @@ class GPT(nn.Module):
     """Decoder-only transformer: token + position embeddings, ``n_layer`` blocks, final LayerNorm, tied LM head.
 
     The later techniques of ``GPTConfig`` swap parts in at build time: rotary positions instead of the table, an
-    untied head, soft-capped logits, zero-initialised projections (lit_gpt/modern.py).
+    untied head, soft-capped logits, zero-initialised projections, value embeddings, U-net skips between the blocks
+    (lit_gpt/modern.py).
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -183,6 +193,9 @@ class GPT(nn.Module):
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying: one matrix reads and writes tokens
         self.logit_cap = SoftCap(config.logit_cap) if config.logit_cap is not None else nn.Identity()
+        self.value_embeds = ValueEmbeddings(config.n_layer, config.vocab_size, config.n_embd) if config.value_embed \
+            else NoValueEmbeddings(config.n_layer)
+        self.stack = UNetStack(config.n_layer) if config.unet else Stack()  # how x runs through the blocks
         self.apply(self._init_weights)
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale the residual projections by depth
@@ -202,11 +215,15 @@ class GPT(nn.Module):
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) -> attention weights (n_layer, B, nh, T, T): row t is how position t spreads its attention."""
-        x = self.embed(idx)  # (B, T, C)
-        maps = []
-        for block in self.transformer.h:
-            maps.append(block.attn.weights(block.ln_1(x)))  # (B, nh, T, T)
-            x = block(x)  # (B, T, C)
+        inputs = []  # each block's input (B, T, C), as the forward pass gives it
+        hooks = [block.register_forward_pre_hook(lambda block, args: inputs.append(args[0]))
+                 for block in self.transformer.h]
+        try:
+            self(idx)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        maps = [block.attn.weights(block.ln_1(x)) for block, x in zip(self.transformer.h, inputs)]  # (B, nh, T, T)
         return torch.stack(maps)  # (n_layer, B, nh, T, T)
 
     def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -235,8 +252,8 @@ class GPT(nn.Module):
         if start + T > self.block_size:
             raise LitGPTError(f"Cannot forward sequence of length {start + T}, block size is only {self.block_size}")
         x = self.embed(idx, start)  # (B, T, C)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache[i] if kv_cache is not None else None)  # (B, T, C)
+        caches = kv_cache if kv_cache is not None else [None] * len(self.transformer.h)
+        x = self.stack(x, self.transformer.h, caches, self.value_embeds(idx))  # (B, T, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
         logits = self.logit_cap(self.lm_head(x))  # (B, T, C) @ (C, vocab_size) -> (B, T, vocab_size)
         loss = None if targets is None else _cross_entropy(logits, targets)

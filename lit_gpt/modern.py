@@ -1,7 +1,11 @@
 """Small-GPT techniques of later years, each a module that ``model.py`` swaps in at build time where the config asks
-for it (``GPTConfig``: ``position``, ``qk_norm``, ``activation``, ``logit_cap``); beside each, the module that does
-nothing in its place, so that nanoGPT's default path runs exactly as before. Measured in docs/recipes.md.
+for it (``GPTConfig``: ``position``, ``qk_norm``, ``activation``, ``logit_cap``, ``value_embed``, ``unet``); beside
+each, the module that does nothing in its place, so that nanoGPT's default path runs exactly as before. Measured in
+docs/recipes.md.
 """
+
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -67,3 +71,72 @@ class SoftCap(nn.Module):
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return self.cap * torch.tanh(logits / self.cap)
+
+
+class ValueEmbeddings(nn.Module):
+    """Value embeddings (modded-nanogpt): a table per layer, read by token, whose row is added to that layer's attention
+    values, so each layer can move a token's own information without it passing through the residual stream."""
+
+    def __init__(self, n_layer: int, vocab_size: int, n_embd: int) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList([nn.Embedding(vocab_size, n_embd) for _ in range(n_layer)])
+
+    def forward(self, idx: torch.Tensor) -> list[Optional[torch.Tensor]]:
+        """idx (B, T) -> one (B, T, C) per layer"""
+        return [table(idx) for table in self.tables]
+
+
+class NoValueEmbeddings(nn.Module):
+    """In place of ``ValueEmbeddings``: nothing for any layer."""
+
+    def __init__(self, n_layer: int) -> None:
+        super().__init__()
+        self.n_layer = n_layer
+
+    def forward(self, idx: torch.Tensor) -> list[Optional[torch.Tensor]]:
+        return [None] * self.n_layer
+
+
+class AddValues(nn.Module):
+    """Adds a layer's value embeddings to its attention values."""
+
+    def forward(self, v: torch.Tensor, ve: torch.Tensor) -> torch.Tensor:
+        """v (B, nh, T, hs), ve (B, T, C) -> (B, nh, T, hs)"""
+        B, nh, T, hs = v.size()
+        return v + ve.view(B, T, nh, hs).transpose(1, 2)
+
+
+class KeepValues(nn.Module):
+    """In place of ``AddValues``: the values as the attention computed them."""
+
+    def forward(self, v: torch.Tensor, ve: Optional[torch.Tensor]) -> torch.Tensor:
+        return v
+
+
+class Stack(nn.Module):
+    """The blocks one after the other (nanoGPT)."""
+
+    def forward(self, x: torch.Tensor, blocks: Sequence[nn.Module], caches: Sequence, values: Sequence) -> torch.Tensor:
+        """x (B, T, C) through every block, block i with its KV cache and value embeddings -> (B, T, C)"""
+        for block, cache, ve in zip(blocks, caches, values):
+            x = block(x, cache, ve)  # (B, T, C)
+        return x
+
+
+class UNetStack(Stack):
+    """U-net skips (modded-nanogpt): the outputs of the first half of the blocks are added, each with a learned weight
+    (starting at 1), to the inputs of the second half in mirror order: the last block gets the first block's."""
+
+    def __init__(self, n_layer: int) -> None:
+        super().__init__()
+        self.skip_weights = nn.Parameter(torch.ones(n_layer // 2))
+
+    def forward(self, x: torch.Tensor, blocks: Sequence[nn.Module], caches: Sequence, values: Sequence) -> torch.Tensor:
+        n, half, saved = len(blocks), len(blocks) // 2, []
+        for i, (block, cache, ve) in enumerate(zip(blocks, caches, values)):
+            if i >= n - half:
+                x = x + self.skip_weights[i - (n - half)] * saved.pop()  # (B, T, C)
+            x = block(x, cache, ve)  # (B, T, C)
+            if i < half:
+                saved.append(x)
+        return x

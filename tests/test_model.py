@@ -166,8 +166,9 @@ def test_residual_switch_replaces_the_stream_instead_of_adding_to_it() -> None:
 
 MODERN = {"rope": {"position": "rope"}, "qk_norm": {"qk_norm": True}, "relu2": {"activation": "relu2"},
           "zero_init": {"zero_init": True}, "untied": {"tie_weights": False}, "logit_cap": {"logit_cap": 0.5},
+          "value_embed": {"value_embed": True}, "unet": {"unet": True},
           "all": {"position": "rope", "qk_norm": True, "activation": "relu2", "zero_init": True, "tie_weights": False,
-                  "logit_cap": 0.5}}
+                  "logit_cap": 0.5, "value_embed": True, "unet": True}}
 
 
 @pytest.mark.parametrize("options", MODERN.values(), ids=MODERN.keys())
@@ -197,6 +198,44 @@ def test_each_later_technique_changes_what_it_names() -> None:
     assert all(p.abs().sum() == 0 for n, p in zero.named_parameters() if n.endswith("c_proj.weight"))
     assert type(GPT(tiny_config(activation="relu2")).transformer.h[0].mlp.gelu).__name__ == "ReLUSquared"
     assert type(GPT(tiny_config(qk_norm=True)).transformer.h[0].attn.qk_norm).__name__ == "HeadNorm"
+
+
+@pytest.mark.parametrize("option, zeroed", [("value_embed", "value_embeds.tables"), ("unet", "stack.skip_weights")])
+def test_value_embeddings_and_unet_skips_add_only_what_they_name(option: str, zeroed: str) -> None:
+    """With its own parameters at zero, a model with the technique computes exactly what the model without it does
+    with the same other weights; at their initial values they change the logits. A 3-layer U-net adds block 0's
+    output to block 2's input, one learned weight."""
+    torch.manual_seed(0)
+    idx = torch.randint(0, 11, (2, 16))
+    plain = GPT(tiny_config(n_layer=3)).eval()
+    model = GPT(tiny_config(n_layer=3, **{option: True})).eval()
+    extra = {name for name, _ in model.named_parameters()} - {name for name, _ in plain.named_parameters()}
+    assert extra and all(name.startswith(zeroed) for name in extra)
+    assert model.load_state_dict(plain.state_dict(), strict=False).unexpected_keys == []
+    assert not torch.equal(model(idx)[0], plain(idx)[0])
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in extra:
+                param.zero_()
+    torch.testing.assert_close(model(idx)[0], plain(idx)[0], rtol=0, atol=0)
+    if option == "unet":
+        assert model.stack.skip_weights.shape == (1,)
+
+
+def test_attention_maps_follow_the_stack_the_model_runs() -> None:
+    """The maps are those of each block's actual input: with U-net skips, the last block's input holds the first's
+    output, and its map differs from one drawn without the skip."""
+    torch.manual_seed(0)
+    idx = torch.randint(0, 11, (1, 12))
+    model = GPT(tiny_config(n_layer=2, unet=True)).eval()
+    with torch.no_grad():
+        model.stack.skip_weights.fill_(3.0)
+    maps = model.attention_maps(idx)  # (n_layer, B, nh, T, T)
+    first = model.transformer.h[0](model.embed(idx))  # block 0's output
+    second_input = first + 3.0 * first  # what the U-net hands block 1
+    expected = model.transformer.h[1].attn.weights(model.transformer.h[1].ln_1(second_input))
+    torch.testing.assert_close(maps[1], expected)
+    assert not torch.allclose(maps[1], model.transformer.h[1].attn.weights(model.transformer.h[1].ln_1(first)))
 
 
 def test_rotary_attention_depends_on_relative_positions_only() -> None:
