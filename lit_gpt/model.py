@@ -219,7 +219,7 @@ class GPT(nn.Module):
         hooks = [block.register_forward_pre_hook(lambda block, args: inputs.append(args[0]))
                  for block in self.transformer.h]
         try:
-            self(idx)
+            self.forward(idx)  # eager, also in a compiled model: a picture is not worth a graph of its own
         finally:
             for hook in hooks:
                 hook.remove()
