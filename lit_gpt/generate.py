@@ -61,6 +61,9 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
         raise LitGPTError(f"top_p must be in (0, 1], got {top_p}")
 
 
+DEVICE_HELP = "'auto' (CUDA if available, else Apple's MPS, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'"
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``auto``: CUDA, else Apple's MPS, else the CPU; any other name is checked to exist on this machine."""
     if device == "auto":

@@ -7,7 +7,7 @@ from typing import Optional, TextIO
 
 from lit_gpt.errors import LitGPTError
 from lit_gpt.files import read_utf8
-from lit_gpt.generate import DEFAULTS, TextGenerator
+from lit_gpt.generate import DEFAULTS, DEVICE_HELP, TextGenerator
 
 SEPARATOR = "---------------"
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "block_size - K characters; by default every character sees the last block_size")
     parser.add_argument("--no_cache", action="store_true",
                         help="run the whole context for every character, without the KV cache (slow; for checks)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA if available, else Apple's MPS, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model first (slow to start; can pay off for long generations on GPU)")
     return parser

@@ -13,6 +13,7 @@ import sys
 from typing import Any, Optional
 
 from lit_gpt.errors import LitGPTError
+from lit_gpt.generate import DEVICE_HELP
 
 
 def check_port(host: str, port: int) -> None:
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by train.py")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:1'")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--workers", type=int, default=1,
                         help="processes generating at once, each with its own copy of the model")
     parser.add_argument("--timeout", type=float, default=120.0,
