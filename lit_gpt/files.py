@@ -62,16 +62,19 @@ def load_file(path: str | os.PathLike) -> Any:
     """``torch.load`` of a checkpoint file on the CPU, plain types only, once for each version of the file: a run asks
     one checkpoint for its vocabulary, its model settings and its weights, and the answer is the same read.
 
-    Memory-mapped, so checking a 129 MB checkpoint's hyper-parameters reads only what is looked at; not on Windows,
-    where a mapped file cannot be replaced (a resumed run rewrites the last.ckpt it started from)."""
+    Memory-mapped, so checking a 129 MB checkpoint's hyper-parameters reads only what is looked at. Not on Windows,
+    where a mapped file cannot be replaced (a resumed run rewrites the last.ckpt it started from): there each call
+    reads the file, since a kept copy would hold all of it in memory for as long as the process runs."""
+    if on_windows():
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     stat = os.stat(path)
     return _load_version(os.path.realpath(path), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=2)
 def _load_version(path: str, version: tuple[int, int, int]) -> Any:
-    """``load_file``'s read, cached by the file's inode, size and time (a rewrite is a new version)."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=not on_windows())
+    """``load_file``'s memory-mapped read, kept per version of the file (its inode, size and time)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 @contextmanager
