@@ -8,15 +8,13 @@ several seeds, one run after the other. Method: docs/recipes.md.
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import common
+from time_to_quality import timed_fit
 
 EMA = json.dumps({"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.98}})
 NANOGPT_PARTS = ["--model.config.position", "learned"]  # the base every variant changes one part of
@@ -36,14 +34,8 @@ VARIANTS = {  # name: overrides of the base; few principled settings, none tuned
 
 def run(config: str, overrides: list[str], seed: int, workdir: Path) -> dict:
     """One training run; its final val_loss, the steps it ran, and its wall time from the process start."""
-    callback = {"class_path": "time_to_quality.Timeline", "init_args": {"path": str(workdir / "timeline.json")}}
-    start = time.time()
-    subprocess.run([sys.executable, "train.py", "fit", "--config", config, "--seed_everything", str(seed),
-                    "--data.seed", str(seed), "--trainer.enable_progress_bar", "false",
-                    "--trainer.logger.init_args.save_dir", str(workdir), f"--trainer.callbacks+={json.dumps(callback)}",
-                    *overrides], cwd=common.ROOT, check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": f"{common.ROOT}{os.pathsep}{common.ROOT / 'bench'}"})
-    step, _, loss = json.loads((workdir / "timeline.json").read_text())["validations"][-1]
+    record, start = timed_fit(config, workdir, ["--seed_everything", str(seed), "--data.seed", str(seed), *overrides])
+    step, _, loss = record["validations"][-1]
     return {"val_loss": loss, "step": step, "seconds": time.time() - start}
 
 

@@ -45,16 +45,21 @@ class Timeline(Callback):
         self.path.write_text(json.dumps(self.record))
 
 
-def ours(workdir: Path, args: argparse.Namespace) -> dict:
+def timed_fit(config: str, workdir: Path, extra: list[str]) -> tuple[dict, float]:
+    """``train.py fit`` of ``config`` with ``extra``, its run in ``workdir``: the Timeline's record and the time.time()
+    of the process start."""
     workdir.mkdir(parents=True)
     callback = {"class_path": "time_to_quality.Timeline", "init_args": {"path": str(workdir / "timeline.json")}}
     start = time.time()
-    subprocess.run([sys.executable, "train.py", "fit", "--config", args.config, "--trainer.enable_progress_bar",
-                    "false", "--trainer.logger.init_args.save_dir", str(workdir),
-                    f"--trainer.callbacks+={json.dumps(callback)}", *args.extra], cwd=common.ROOT, check=True,
-                   capture_output=True,
+    subprocess.run([sys.executable, "train.py", "fit", "--config", config, "--trainer.enable_progress_bar", "false",
+                    "--trainer.logger.init_args.save_dir", str(workdir), f"--trainer.callbacks+={json.dumps(callback)}",
+                    *extra], cwd=common.ROOT, check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": f"{common.ROOT}{os.pathsep}{common.ROOT / 'bench'}"})
-    record = json.loads((workdir / "timeline.json").read_text())
+    return json.loads((workdir / "timeline.json").read_text()), start
+
+
+def ours(workdir: Path, args: argparse.Namespace) -> dict:
+    record, start = timed_fit(args.config, workdir, args.extra)
     step, at = next(((s, t) for s, t, loss in record["validations"] if loss <= args.target), (None, None))
     return {"seconds": at and at - start, "step": step, "startup": record["first_step"] - start,
             "best": min(loss for *_, loss in record["validations"]), "peak_memory_gib": record.get("peak_memory_gib"),
