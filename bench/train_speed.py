@@ -14,8 +14,8 @@ import statistics
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L

@@ -228,7 +228,6 @@ def last_checkpoint(trainer: L.Trainer) -> Path:
     return (periodic.directory(trainer) if periodic is not None else run_checkpoint_dir(trainer)) / "last.ckpt"
 
 
-
 class ResumedLogStep(Callback):
     """Keeps the step that metrics are logged at equal to the optimizer step, also after a resume.
 

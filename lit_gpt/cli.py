@@ -2,9 +2,9 @@
 
 import os
 import shlex
-from dataclasses import fields
 import shutil
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
