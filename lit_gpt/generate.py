@@ -17,48 +17,18 @@ Three ways to produce the next character, all with the same sampling:
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from lit_gpt.config import GPTConfig
+from lit_gpt.decoder import Decoder, Row
 from lit_gpt.errors import LitGPTError
 from lit_gpt.files import model_weights, read_checkpoint
 from lit_gpt.model import build_model
+from lit_gpt.sampling import DEFAULTS, RowSettings, Sampling, check_sampling_args, choose, draw_noise  # noqa: F401
 from lit_gpt.tokenizer import CharTokenizer
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """What a sample is drawn with where its caller leaves a setting out: sample.py, the server and the samples in
-    TensorBoard alike, so the same seed gives the same text everywhere."""
-
-    max_new_tokens: int = 500
-    temperature: float = 0.8
-    top_k: Optional[int] = 200
-    top_p: Optional[float] = None
-    seed: int = 1337
-
-
-DEFAULTS = Sampling()
-
-
-def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
-                        num_samples: int = 1) -> None:
-    """Raise a one-line error for settings that cannot sample."""
-    if max_new_tokens < 1:
-        raise LitGPTError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if num_samples < 1:
-        raise LitGPTError(f"num_samples must be at least 1, got {num_samples}")
-    if temperature < 0:
-        raise LitGPTError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise LitGPTError(f"top_k must be at least 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise LitGPTError(f"top_p must be in (0, 1], got {top_p}")
 
 
 DEVICE_HELP = "'auto' (CUDA if available, else Apple's MPS, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'"
@@ -99,62 +69,53 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
                 generator: Optional[torch.Generator]) -> torch.Tensor:
-    """logits (B, vocab_size) -> next ids (B, 1). Temperature 0 is greedy; top-k, then top-p (nucleus) filtering."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k).values[:, [-1]]  # (B, 1): the k-th largest logit
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)  # (B, V)
-        sorted_probs = sorted_logits.softmax(dim=-1)  # (B, V)
-        drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p  # mass before it already reaches top_p
-        drop = drop_sorted.scatter(1, order, drop_sorted)  # (B, V) back in vocabulary order
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = F.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+    """logits (B, V) -> next ids (B, 1), every row with the same settings and one generator. Temperature 0 is greedy;
+    top-k, then top-p (nucleus) filtering (lit_gpt.sampling)."""
+    settings = [RowSettings(temperature, top_k, top_p)] * logits.size(0)
+    noise = draw_noise(settings, [generator] * len(settings), logits.size(-1), logits.device)
+    return choose(logits, settings, noise)[0].unsqueeze(1)  # (B, 1)
 
 
-def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: Optional[int] = None, top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
-             use_cache: bool = True, window_shift: Optional[int] = None) -> Iterator[torch.Tensor]:
-    """``max_new_tokens`` next-token batches (B, 1) that continue the prompt idx (B, T) int64, as they come; the
-    settings are checked here, before the first one (so a caller fails before it writes anything).
+def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = DEFAULTS.temperature,
+             top_k: Optional[int] = DEFAULTS.top_k, top_p: Optional[float] = DEFAULTS.top_p,
+             generator: Optional[torch.Generator] = None, use_cache: bool = True,
+             window_shift: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """``max_new_tokens`` next-token batches (B, 1) that continue the prompt idx (B, T) int64, as they come; the rows
+    share ``generator``, drawing from it in turn. The settings are checked here, before the first one (so a caller
+    fails before it writes anything).
 
     Args:
         use_cache: Use the KV cache (models without one, like the bigram, always run cache-free).
         window_shift: None for the exact mode; K for the windowed mode (1 <= K < block_size).
     """
-    check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples=len(idx))
-    if window_shift is not None and not 1 <= window_shift < model.block_size:
-        raise LitGPTError(f"window_shift must be between 1 and block_size - 1 = {model.block_size - 1}, got "
-                          f"{window_shift}")
-    return next_ids(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, window_shift)
+    rows = [Row(ids, max_new_tokens, RowSettings(temperature, top_k, top_p), generator, window_shift, use_cache)
+            for ids in idx.tolist()]
+    return (torch.tensor(ids, device=idx.device).unsqueeze(1) for ids in run_rows(model, rows))
 
 
-@torch.no_grad()
-def next_ids(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: Optional[int],
-             top_p: Optional[float], generator: Optional[torch.Generator], use_cache: bool,
-             window_shift: Optional[int]) -> Iterator[torch.Tensor]:
-    """``generate`` once its settings are checked: one (B, 1) batch of next ids per step."""
-    block = model.block_size
-    cached = use_cache and hasattr(model, "new_kv_cache")
-    cache = None
-    for _ in range(max_new_tokens):
-        if not cached:
-            logits, _ = model(idx[:, -block:])  # (B, <=block, V): the whole cropped context, every time
-        elif cache is not None and cache[0].length < block:
-            logits, _ = model(idx[:, -1:], kv_cache=cache)  # (B, 1, V): only the newest character
-        elif cache is None or window_shift is not None:
-            keep = block if cache is None else block - window_shift  # the prompt, or the window after a shift
-            cache = model.new_kv_cache(idx.size(0))
-            logits, _ = model(idx[:, -keep:], kv_cache=cache)  # (B, <=keep, V): prefill
-        else:
-            logits, _ = model(idx[:, -block:])  # exact mode past block_size: cached positions are stale
-        idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
-        idx = torch.cat((idx, idx_next), dim=1)  # (B, T+1)
-        yield idx_next
+def check_rows(model: nn.Module, rows: list[Row]) -> None:
+    """Raise a one-line error for a row that cannot be generated."""
+    for row in rows:
+        s = row.settings
+        check_sampling_args(row.max_new_tokens, s.temperature, s.top_k, s.top_p)
+        if row.window_shift is not None and not 1 <= row.window_shift < model.block_size:
+            raise LitGPTError(f"window_shift must be between 1 and block_size - 1 = {model.block_size - 1}, got "
+                              f"{row.window_shift}")
+
+
+def run_rows(model: nn.Module, rows: list[Row]) -> Iterator[list[int]]:
+    """Check the rows now, then generate them together (lit_gpt.decoder): each step's new ids, in ``rows`` order."""
+    check_rows(model, rows)
+    decoder = Decoder(model, slots=len(rows))
+    for row in rows:
+        decoder.add(row)
+
+    def steps() -> Iterator[list[int]]:
+        for _ in range(max(row.max_new_tokens for row in rows)):
+            new = dict((id(row), i) for row, i in decoder.step())
+            yield [new[id(row)] for row in rows]
+
+    return steps()
 
 
 class TextGenerator:
@@ -188,14 +149,20 @@ class TextGenerator:
                      temperature: float = DEFAULTS.temperature, top_k: Optional[int] = DEFAULTS.top_k,
                      top_p: Optional[float] = DEFAULTS.top_p, seed: Optional[int] = DEFAULTS.seed,
                      use_cache: bool = True, window_shift: Optional[int] = None) -> Iterator[list[str]]:
-        """Generate ``num_samples`` continuations as one batch: one list of ``num_samples`` characters per step. The
-        prompt and the settings are checked here, before the first character."""
+        """Generate ``num_samples`` continuations together: one list of ``num_samples`` characters per step. Sample
+        ``i`` draws with ``seed + i`` (a server's choice ``i`` of ``n`` does the same), so each is the text its seed
+        gives alone. The prompt and the settings are checked here, before the first character."""
+        if num_samples < 1:
+            raise LitGPTError(f"num_samples must be at least 1, got {num_samples}")
         ids = self.encode_prompt(prompt)
-        idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)  # (num_samples, T)
-        generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
-        steps = generate(self.model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache,
-                         window_shift)
-        return ([self.tokenizer.chars[i] for i in idx_next[:, 0].tolist()] for idx_next in steps)
+        rows = [Row(ids, max_new_tokens, RowSettings(temperature, top_k, top_p), self.random_stream(seed, i),
+                    window_shift, use_cache) for i in range(num_samples)]
+        steps = run_rows(self.model, rows)
+        return ([self.tokenizer.chars[i] for i in new] for new in steps)
+
+    def random_stream(self, seed: Optional[int], offset: int = 0) -> Optional[torch.Generator]:
+        """A generator seeded ``seed + offset`` on the model's device (None: torch's global random stream)."""
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed + offset)
 
     def stream(self, prompt: str = "", max_new_tokens: int = DEFAULTS.max_new_tokens, **kwargs) -> Iterator[str]:
         """The characters of one continuation of ``prompt`` as they are produced (same options as generate)."""

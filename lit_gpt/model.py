@@ -19,25 +19,75 @@ from lit_gpt.modern import (
 
 
 class KVCache:
-    """Keys and values of the positions one attention layer has already seen, for generation.
+    """Keys and values of the positions every attention layer has already seen, for generation.
 
-    Pre-allocated to ``block_size`` positions; ``length`` says how many are filled. Positions are absolute (learned
-    or rotary position embeddings), so a cache is only valid for a text that has not been shifted since it was filled.
+    Row b holds the first ``lengths[b]`` positions of its own text, so the rows of one batch can be at different
+    positions (a server's streams, each as long as it has got). A forward over B rows reads and fills the first B.
+    Pre-allocated to ``block_size`` positions. Positions are absolute (learned or rotary position embeddings), so a
+    row is only valid for a text that has not been shifted since it was filled.
     """
 
-    def __init__(self, batch_size: int, n_head: int, block_size: int, head_size: int, device: torch.device,
-                 dtype: torch.dtype) -> None:
-        self.k = torch.zeros(batch_size, n_head, block_size, head_size, device=device, dtype=dtype)  # (B, nh, bs, hs)
-        self.v = torch.zeros_like(self.k)  # (B, nh, bs, hs)
-        self.length = 0
+    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch_size, config.n_head, config.block_size, config.head_size)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]  # (B, nh, bs, hs)
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]  # each layer's
+        self.lengths = [0] * batch_size  # positions filled, per row
+
+    def layers(self, B: int, T: int) -> tuple["int | torch.Tensor", list["LayerCache"]]:
+        """The positions of T new characters in each of the first B rows (an int where every row starts there, else
+        (B, T)) and each layer's view of those rows; ``advance`` once the forward is done."""
+        lengths, block = self.lengths[:B], self.k[0].size(2)
+        if B > len(self.lengths):
+            raise LitGPTError(f"a cache of {len(self.lengths)} rows cannot hold a batch of {B}")
+        if max(lengths) + T > block:
+            raise LitGPTError(f"Cannot forward sequence of length {max(lengths) + T}, block size is only {block}")
+        device = self.k[0].device
+        uniform = min(lengths) == max(lengths)
+        if uniform:
+            pos: "int | torch.Tensor" = lengths[0]
+        else:
+            pos = torch.tensor(lengths, device=device).unsqueeze(1) + torch.arange(T, device=device)  # (B, T)
+        if uniform and lengths[0] == 0:  # a prefill: the new positions attend causally among themselves
+            return pos, [LayerCache(k[:B], v[:B], 0, None) for k, v in zip(self.k, self.v)]
+        pos_bt = pos + torch.arange(T, device=device).expand(B, T) if uniform else pos  # (B, T)
+        # Keys up to the longest row are read, each row's own masked: which keys count for a row depends on that
+        # row alone.
+        visible = torch.arange(max(lengths) + T, device=device) <= pos_bt.unsqueeze(-1)  # (B, T, L)
+        return pos, [LayerCache(k[:B], v[:B], pos, visible.unsqueeze(1)) for k, v in zip(self.k, self.v)]
+
+    def advance(self, B: int, T: int) -> None:
+        """The first B rows now hold T more positions."""
+        self.lengths[:B] = [length + T for length in self.lengths[:B]]
+
+    def copy_row(self, source: "KVCache", src: int, dst: int) -> None:
+        """Row ``dst`` becomes a copy of ``source``'s row ``src`` (a prefill made alone joins a batch)."""
+        for k, v, source_k, source_v in zip(self.k, self.v, source.k, source.v):
+            k[dst], v[dst] = source_k[src], source_v[src]
+        self.lengths[dst] = source.lengths[src]
+
+
+class LayerCache:
+    """One layer's keys and values of the rows in a forward: where the new positions go, and which keys each may
+    see (None: only the new positions, causally, as in a prefill)."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: "int | torch.Tensor",
+                 visible: Optional[torch.Tensor]) -> None:
+        self.k, self.v, self.pos, self.visible = k, v, pos, visible  # k, v (B, nh, bs, hs); visible (B, 1, T, L)
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nh, T, hs) after the filled positions; return all filled keys and values (B, nh, L+T, hs)."""
-        start, end = self.length, self.length + k.size(2)
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        """Store k, v (B, nh, T, hs) at their positions; return the keys and values attention reads: the new ones in a
+        prefill (B, nh, T, hs), else the first L of the window (B, nh, L, hs), with ``visible`` saying which count."""
+        if isinstance(self.pos, int):
+            self.k[:, :, self.pos:self.pos + k.size(2)] = k
+            self.v[:, :, self.pos:self.pos + k.size(2)] = v
+        else:  # rows at different positions: row b's new keys go to pos[b]
+            rows = torch.arange(k.size(0), device=k.device).unsqueeze(1)  # (B, 1)
+            self.k[rows, :, self.pos] = k.transpose(1, 2)  # (B, T, nh, hs) into (B, nh, bs, hs)
+            self.v[rows, :, self.pos] = v.transpose(1, 2)
+        if self.visible is None:
+            return k, v
+        L = self.visible.size(-1)
+        return self.k[:, :, :L], self.v[:, :, :L]
 
 
 class CausalSelfAttention(nn.Module):
@@ -55,31 +105,28 @@ class CausalSelfAttention(nn.Module):
         self.rotary = Rotary(config.head_size, config.block_size) if config.position == "rope" else NoRotation()
         self.values = AddValues() if config.value_embed else KeepValues()
 
-    def heads(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, C) at positions start.. -> q, k, v, each (B, nh, T, hs)"""
+    def heads(self, x: torch.Tensor, pos: "int | torch.Tensor" = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, C) at positions pos.. (or each row's own, (B, T)) -> q, k, v, each (B, nh, T, hs)"""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        q, k = (self.rotary(self.qk_norm(t), start) for t in (q, k))
+        q, k = (self.rotary(self.qk_norm(t), pos) for t in (q, k))
         return q, k, v
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None,
+    def forward(self, x: torch.Tensor, kv_cache: Optional[LayerCache] = None,
                 ve: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (B, T, C) [, this layer's value embeddings ve (B, T, C)] -> (B, T, C). With a cache, x holds the T
-        positions that follow the cached ones."""
+        positions that follow each row's cached ones."""
         B, T, C = x.size()
-        q, k, v = self.heads(x, kv_cache.length if kv_cache is not None else 0)  # (B, nh, T, hs) each
+        q, k, v = self.heads(x, kv_cache.pos if kv_cache is not None else 0)  # (B, nh, T, hs) each
         v = self.values(v, ve)  # (B, nh, T, hs)
-        mask, is_causal = None, True
+        mask = None
         if kv_cache is not None:
-            past = kv_cache.length
-            k, v = kv_cache.append(k, v)  # (B, nh, L, hs) with L = past + T
-            if past > 0:  # query i (absolute position past + i) sees keys 0 .. past + i
-                is_causal = False
-                mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            k, v = kv_cache.append(k, v)  # (B, nh, T, hs), or the window so far (B, nh, L, hs)
+            mask = kv_cache.visible  # None (causal among the new positions) or (B, 1, T, L)
         # softmax((B, nh, T, hs) @ (B, nh, hs, L) / sqrt(hs), masked causally) @ (B, nh, L, hs) -> (B, nh, T, hs)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
@@ -143,7 +190,7 @@ class Block(nn.Module):
         self.ln_2 = layer_norm(config) if config.mlp else nn.Identity()
         self.mlp = MLP(config) if config.mlp else no_mlp(config)
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None,
+    def forward(self, x: torch.Tensor, kv_cache: Optional[LayerCache] = None,
                 ve: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""
         x = x + self.attn(self.ln_1(x), kv_cache, ve)
@@ -154,7 +201,7 @@ class Block(nn.Module):
 class PlainBlock(Block):
     """A block without residual connections (the lecture's ladder before it adds them): each part replaces x."""
 
-    def forward(self, x: torch.Tensor, kv_cache: Optional[KVCache] = None,
+    def forward(self, x: torch.Tensor, kv_cache: Optional[LayerCache] = None,
                 ve: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C)"""
         x = self.attn(self.ln_1(x), kv_cache, ve)
@@ -226,34 +273,34 @@ class GPT(nn.Module):
         maps = [block.attn.weights(block.ln_1(x)) for block, x in zip(self.transformer.h, inputs)]  # (B, nh, T, T)
         return torch.stack(maps)  # (n_layer, B, nh, T, T)
 
-    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """idx (B, T) at positions start.. -> token + position embeddings, after dropout (B, T, C)"""
-        pos = torch.arange(start, start + idx.size(1), dtype=torch.long, device=idx.device)  # (T,)
+    def embed(self, idx: torch.Tensor, start: "int | torch.Tensor" = 0) -> torch.Tensor:
+        """idx (B, T) at positions start.. (or each row's own, (B, T)) -> token + position embeddings, after dropout
+        (B, T, C)"""
+        pos = start if torch.is_tensor(start) else torch.arange(start, start + idx.size(1), device=idx.device)
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
-        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
+        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch, or (B, T, C)
         return self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
 
-    def new_kv_cache(self, batch_size: int) -> list[KVCache]:
-        """An empty cache per layer, on the model's device and dtype, for up to ``block_size`` positions."""
-        c, weight = self.config, self.lm_head.weight
-        return [KVCache(batch_size, c.n_head, c.block_size, c.head_size, weight.device, weight.dtype)
-                for _ in range(c.n_layer)]
+    def new_kv_cache(self, batch_size: int) -> KVCache:
+        """An empty cache of ``batch_size`` rows on the model's device and dtype, for up to ``block_size`` positions."""
+        return KVCache(self.config, batch_size, self.lm_head.weight.device, self.lm_head.weight.dtype)
 
     def forward(
-        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, kv_cache: Optional[list[KVCache]] = None
+        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, kv_cache: Optional[KVCache] = None
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """idx (B, T) int64 [, targets (B, T), -1 = ignore] -> logits (B, T, vocab_size), mean loss or None
 
-        With ``kv_cache`` (from ``new_kv_cache``), idx continues the text already in the cache: its positions start
-        at the cache's length, and the cache grows by T.
+        With ``kv_cache`` (from ``new_kv_cache``), row b of idx continues the text in the cache's row b: its
+        positions start at that row's length, and the row grows by T.
         """
         B, T = idx.size()
-        start = kv_cache[0].length if kv_cache is not None else 0
-        if start + T > self.block_size:
-            raise LitGPTError(f"Cannot forward sequence of length {start + T}, block size is only {self.block_size}")
-        x = self.embed(idx, start)  # (B, T, C)
-        caches = kv_cache if kv_cache is not None else [None] * len(self.transformer.h)
+        if T > self.block_size:
+            raise LitGPTError(f"Cannot forward sequence of length {T}, block size is only {self.block_size}")
+        pos, caches = kv_cache.layers(B, T) if kv_cache is not None else (0, [None] * len(self.transformer.h))
+        x = self.embed(idx, pos)  # (B, T, C)
         x = self.stack(x, self.transformer.h, caches, self.value_embeds(idx))  # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.advance(B, T)
         x = self.transformer.ln_f(x)  # (B, T, C)
         logits = self.logit_cap(self.lm_head(x))  # (B, T, C) @ (C, vocab_size) -> (B, T, vocab_size)
         loss = None if targets is None else _cross_entropy(logits, targets)

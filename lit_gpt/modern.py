@@ -23,11 +23,17 @@ class Rotary(nn.Module):
         angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (block_size, hs/2)
         self.register_buffer("cos", angles.cos(), persistent=False)  # derived: not in checkpoints
         self.register_buffer("sin", angles.sin(), persistent=False)
+        self.gathered: tuple = (None, None, None)  # (pos, cos, sin) of the last forward at per-row positions
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """x (B, nh, T, hs) at positions start.. -> rotated (B, nh, T, hs)"""
+    def forward(self, x: torch.Tensor, pos: "int | torch.Tensor" = 0) -> torch.Tensor:
+        """x (B, nh, T, hs) at positions pos.. (or each row's own, (B, T)) -> rotated (B, nh, T, hs)"""
         T, half = x.size(2), x.size(3) // 2
-        cos, sin = self.cos[start:start + T].to(x.dtype), self.sin[start:start + T].to(x.dtype)  # (T, hs/2)
+        if torch.is_tensor(pos):  # each row at its own positions: (B, 1, T, hs/2), the same for every head
+            if self.gathered[0] is not pos:  # once per forward: every layer's queries and keys share them
+                self.gathered = (pos, self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1))
+            cos, sin = self.gathered[1].to(x.dtype), self.gathered[2].to(x.dtype)
+        else:
+            cos, sin = self.cos[pos:pos + T].to(x.dtype), self.sin[pos:pos + T].to(x.dtype)  # (T, hs/2)
         x1, x2 = x[..., :half], x[..., half:]  # (B, nh, T, hs/2) each
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
@@ -35,7 +41,7 @@ class Rotary(nn.Module):
 class NoRotation(nn.Module):
     """In place of ``Rotary``: positions come from the learned table instead."""
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: "int | torch.Tensor" = 0) -> torch.Tensor:
         return x
 
 

@@ -11,7 +11,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any, Optional
 
 from lit_gpt.generate import DEFAULTS
@@ -35,9 +35,9 @@ NEUTRAL: dict[str, Callable[[Any], bool]] = {
 }
 FIELDS = {
     "text_completion": {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "n", "stop", "seed",
-                        "stream", "stream_options", "echo"},
+                        "stream", "stream_options", "echo", "window_shift"},
     "chat.completion": {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
-                        "n", "stop", "seed", "stream", "stream_options", "reply_as"},
+                        "n", "stop", "seed", "stream", "stream_options", "reply_as", "window_shift"},
 }
 
 
@@ -53,9 +53,11 @@ class OpenAIError(Exception):
         return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
 
 
-def check_job(body: Any, kind: str, tokenizer: CharTokenizer, model: str) -> dict[str, Any]:
+def check_job(body: Any, kind: str, tokenizer: CharTokenizer, model: str, block_size: int,
+              window_shift: Optional[int] = None) -> dict[str, Any]:
     """The generation job for a request body of ``kind`` ("text_completion" or "chat.completion"), or OpenAIError
-    naming the first field that cannot be served."""
+    naming the first field that cannot be served. ``window_shift`` is the server's default for text past the model's
+    ``block_size`` (None: the exact mode); a request's ``window_shift`` (an extension, null: exact) overrides it."""
     if not isinstance(body, dict):
         raise OpenAIError("the body must be a JSON object, e.g. {\"model\": \"...\", \"prompt\": \"ROMEO:\"}")
     for name, value in body.items():
@@ -94,6 +96,8 @@ def check_job(body: Any, kind: str, tokenizer: CharTokenizer, model: str) -> dic
         "stop": stops + ([TURN_END] if kind == "chat.completion" else []),
         "stream": get.boolean("stream", False), "include_usage": bool(options.get("include_usage")),
         "echo": get.boolean("echo", False),
+        "window_shift": None if "window_shift" in body and body["window_shift"] is None
+        else get.integer("window_shift", window_shift, 1, block_size - 1),
     }
 
 
@@ -184,31 +188,37 @@ def check_characters(text: str, tokenizer: CharTokenizer, param: str) -> None:
         raise OpenAIError(f"{param} has {unknown_characters(missing, where, quote)}", param)
 
 
-class UntilStop:
-    """The text up to the first stop sequence (which is left out), yielded as it comes but holding back what may be
-    the start of one. ``finish`` is then the finish reason: "stop" at a stop sequence, "length" when the characters
-    ran out."""
+class StopFilter:
+    """A choice's text up to its first stop sequence (left out), given character by character and released as it
+    comes, less what may be the start of a stop sequence. ``finish`` is the finish reason: "stop" once a stop
+    sequence is found, else "length"."""
 
-    def __init__(self, chars: Iterable[str], stops: list[str]) -> None:
-        self.chars, self.stops, self.finish = chars, stops, "length"
+    def __init__(self, stops: list[str]) -> None:
+        self.stops, self.held, self.finish = stops, "", "length"
 
-    def __iter__(self) -> Iterator[str]:
-        held = ""
-        for ch in self.chars:
-            held += ch
-            found = [held.find(s) for s in self.stops if s in held]
-            if found:
-                if min(found):
-                    yield held[:min(found)]
-                self.finish = "stop"
-                return
-            keep = max((k for s in self.stops for k in range(1, min(len(s), len(held)) + 1)
-                        if s.startswith(held[-k:])), default=0)  # the longest end of the text that begins a stop
-            if len(held) > keep:
-                yield held[:len(held) - keep]
-                held = held[len(held) - keep:]
-        if held:
-            yield held
+    @property
+    def stopped(self) -> bool:
+        return self.finish == "stop"
+
+    def push(self, ch: str) -> str:
+        """The text that ``ch`` releases ('' while it may begin a stop sequence, or after one was found)."""
+        if self.stopped:
+            return ""
+        self.held += ch
+        found = [self.held.find(s) for s in self.stops if s in self.held]
+        if found:
+            self.finish = "stop"
+            text, self.held = self.held[:min(found)], ""
+            return text
+        keep = max((k for s in self.stops for k in range(1, min(len(s), len(self.held)) + 1)
+                    if s.startswith(self.held[-k:])), default=0)  # the longest end of the text that begins a stop
+        text, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
+        return text
+
+    def flush(self) -> str:
+        """What is held back when the characters run out: it began no stop sequence after all."""
+        text, self.held = self.held, ""
+        return text
 
 
 def choice_delta(job: dict[str, Any], index: int, text: Optional[str], finish: Optional[str] = None,

@@ -25,6 +25,16 @@ def check_port(host: str, port: int) -> None:
         raise LitGPTError(f"cannot listen on {host}:{port} ({err.strerror or err}); pick another --port or --host")
 
 
+def window_shift_arg(value: str) -> Optional[int]:
+    """--window_shift: 'auto' (-1, the server's default), 'exact' (None) or K >= 1 (checked against the model's
+    block_size by each request)."""
+    if value in ("auto", "exact"):
+        return -1 if value == "auto" else None
+    if not value.isdigit() or int(value) < 1:
+        raise LitGPTError(f"--window_shift must be 'auto', 'exact' or a positive integer, got {value!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve.py", description="Serve a lit_gpt checkpoint over HTTP with LitServe: "
                                      "OpenAI's API (POST /v1/completions, POST /v1/chat/completions, GET /v1/models) "
@@ -35,9 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--workers", type=int, default=1,
-                        help="processes generating at once, each with its own copy of the model")
+                        help="processes generating at once, each with its own copy of the model and an equal share "
+                             "of the CPU cores; on one CPU, one worker with every core serves more than several")
+    parser.add_argument("--max_batch", type=int, default=32,
+                        help="rows (choices of requests) a worker generates at once, one character each per step; a "
+                             "step over 32 rows costs about 2.5x a step over one on a 2-core CPU (docs/serving.md), "
+                             "and each row holds a KV cache of 2 x n_layer x block_size x n_embd floats (4.7 MB for "
+                             "the GPU recipe's model). Requests beyond it wait in the queue")
+    parser.add_argument("--window_shift", default="auto",
+                        help="for text past the model's block_size, where a request gives no window_shift: 'auto' "
+                             "(block_size / 4: every character sees at least 3/4 of the window, one cached position "
+                             "per character), K (as sample.py's --window_shift K), or 'exact' (every character sees "
+                             "the last block_size; past the window each character recomputes it, and a batch gains "
+                             "nothing there). The text for a seed is sample.py's with the same --window_shift")
     parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds a request may wait for a free worker before it is answered 504")
+                        help="seconds a request may wait in the queue for a free row before it is answered 504")
     return parser
 
 
@@ -49,17 +71,23 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise LitGPTError(f"--port must be from 1 to 65535, got {args.port}")
         if args.workers < 1:
             raise LitGPTError(f"--workers must be at least 1, got {args.workers}")
+        if args.max_batch < 1:
+            raise LitGPTError(f"--max_batch must be at least 1, got {args.max_batch}")
+        window_shift = window_shift_arg(args.window_shift)
         if importlib.util.find_spec("litserve") is None:
             raise LitGPTError('serving needs LitServe, an optional extra: pip install -e ".[serve]" (or litserve)')
-        from lit_gpt.serve import build_server, model_name
+        from lit_gpt.serve import build_server
 
-        server = build_server(args.checkpoint, args.device, args.workers, args.timeout)
+        server = build_server(args.checkpoint, args.device, args.workers, args.timeout, args.max_batch, window_shift)
         check_port(args.host, args.port)
     except LitGPTError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"lit_gpt: serving {args.checkpoint} as model {model_name(args.checkpoint)!r} on http://{args.host}:"
-          f"{args.port}/ (OpenAI's API at http://{args.host}:{args.port}/v1); Ctrl-C or SIGTERM stops it",
+    settings = server.settings
+    shift = "exact" if settings["window_shift"] is None else settings["window_shift"]
+    print(f"lit_gpt: serving {args.checkpoint} as model {settings['model']!r} on http://{args.host}:{args.port}/ "
+          f"(OpenAI's API at http://{args.host}:{args.port}/v1) on {settings['device']}: {args.workers} worker(s), "
+          f"{args.max_batch} rows each, window_shift {shift}, timeout {args.timeout:g} s; Ctrl-C or SIGTERM stops it",
           file=sys.stderr, flush=True)
     # LitServe shuts its workers down on KeyboardInterrupt but not on SIGTERM (it would leave them running): the same.
     main_pid = os.getpid()

@@ -68,11 +68,11 @@ def test_windowed_mode_equals_exact_until_the_first_shift(model: GPT) -> None:
 
 
 def test_windowed_mode_never_exceeds_block_size_and_keeps_enough_context(model: GPT) -> None:
-    seen: list[tuple[int, int]] = []  # (positions the model holds after the call, tokens fed)
+    seen: list[tuple[int, int, int]] = []  # (which cache, positions the model holds after the call, tokens fed)
 
     def record(module, args, kwargs) -> None:
         idx, cache = args[0], kwargs.get("kv_cache")
-        seen.append(((cache[0].length if cache else 0) + idx.size(1), idx.size(1)))
+        seen.append((id(cache), (cache.lengths[0] if cache else 0) + idx.size(1), idx.size(1)))
 
     shift = 6
     handle = model.register_forward_pre_hook(record, with_kwargs=True)
@@ -80,12 +80,15 @@ def test_windowed_mode_never_exceeds_block_size_and_keeps_enough_context(model: 
         run_generate(model, prompt_len=4, n=60, temperature=0, window_shift=shift)
     finally:
         handle.remove()
-    assert max(pos for pos, _ in seen) <= BLOCK
-    after_first_fill = [pos for pos, _ in seen[BLOCK - 4 + 1 :]]
+    assert max(pos for _, pos, _ in seen) <= BLOCK
+    batch_cache = seen[-1][0]  # every character is computed in the batch's cache; a prefill fills a cache of its own
+    steps = [(pos, fed) for cache, pos, fed in seen if cache == batch_cache]
+    prefills = [fed for cache, _, fed in seen if cache != batch_cache]
+    assert len(steps) == 60 and all(fed == 1 for _, fed in steps)  # one model call per new character
+    after_first_fill = [pos for pos, _ in steps[BLOCK - 4 + 1:]]
     assert min(after_first_fill) >= BLOCK - shift  # every character conditioned on at least block - K
-    prefills = [fed for _, fed in seen if fed > 1]
-    assert prefills[1:] and all(fed == BLOCK - shift for fed in prefills[1:])  # one prefill per shift
-    assert len(seen) == 60  # one model call per new character
+    # One prefill per shift, of the kept window less its newest character (which the next step feeds).
+    assert prefills[0] == 4 - 1 and prefills[1:] and all(fed == BLOCK - shift - 1 for fed in prefills[1:])
 
 
 @pytest.mark.parametrize("shift", [0, BLOCK])
