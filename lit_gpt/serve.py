@@ -49,6 +49,9 @@ ROUTES = {"/v1/completions": "text_completion", "/v1/chat/completions": "chat.co
 PAGE = Path(__file__).with_name("page.html")
 BODY_BYTES = 1_000_000  # the stated limit of a request body
 FLUSH_SECONDS = 0.02  # a streamed answer sends what was generated at most this often
+# ... and a worker sends at most about this many messages a second in all: each costs LitServe's queue and the API
+# process more than generating a character, which would starve the batch (docs/serving.md)
+MESSAGES_PER_SECOND = 250
 POLL_SECONDS = 0.005  # while generating, a worker looks for new requests and departed clients this often
 
 
@@ -205,7 +208,7 @@ class Choice:
 
     def __init__(self, index: int, row: Row, stops: list[str], echo: str) -> None:
         self.index, self.row, self.stop = index, row, StopFilter(stops)
-        self.text, self.unsent, self.chars = [echo], echo, 0  # chars: generated, up to a stop sequence
+        self.text, self.unsent, self.chars = [], echo, 0  # text: sent; chars: generated, up to a stop sequence
         self.finish: Optional[str] = None  # "stop" or "length" once it is done
         self.finish_sent = False
 
@@ -242,12 +245,12 @@ class Job:
         choice.unsent += text
         choice.chars += len(text)
 
-    def message(self, now: float) -> str:
-        """What to send now: the new text of every choice, at once for the first, then at most every FLUSH_SECONDS;
-        the whole answer at the end."""
+    def message(self, now: float, interval: float) -> str:
+        """What to send now: the new text of every choice, at once for the first, then at most every ``interval``
+        seconds; the whole answer at the end."""
         if not self.job["stream"]:
             return self.answer() if self.done else ""
-        if not self.done and now - self.last_sent < FLUSH_SECONDS:
+        if not self.done and now - self.last_sent < interval:
             return ""
         events = []
         for choice in self.choices:
@@ -388,8 +391,9 @@ class BatchedLoop(LitLoop):
             if choice.finish == "stop" and row in self.decoder.rows:
                 self.decoder.remove(row)
         now = time.monotonic()
+        interval = max(FLUSH_SECONDS, sum(job.job["stream"] for job in self.jobs.values()) / MESSAGES_PER_SECOND)
         for job in list(self.jobs.values()):
-            message = job.message(now)
+            message = job.message(now, interval)
             if message:
                 self.put_response(self.transport, job.queue_id, job.uid, message, LitAPIStatus.OK,
                                   LoopResponseType.STREAMING)
@@ -430,9 +434,10 @@ def model_name(checkpoint: str) -> str:
 
 
 def default_window_shift(block_size: int) -> int:
-    """The server's window shift where a request gives none: a quarter of the window, so every character sees at
-    least three quarters of ``block_size`` and text past it still goes one cached position per character."""
-    return max(1, block_size // 4)
+    """The server's window shift where a request gives none: half the window. Every character sees at least half of
+    ``block_size`` (the quickstart's model predicts as well from 32 characters as from 63: docs/serving.md), and a
+    refill of half a window every half a window costs about one position per character."""
+    return max(1, block_size // 2)
 
 
 def build_server(checkpoint: str, device: str = "auto", workers: int = 1, timeout: float = 120.0,

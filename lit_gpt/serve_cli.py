@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the GPU recipe's model). Requests beyond it wait in the queue")
     parser.add_argument("--window_shift", default="auto",
                         help="for text past the model's block_size, where a request gives no window_shift: 'auto' "
-                             "(block_size / 4: every character sees at least 3/4 of the window, one cached position "
-                             "per character), K (as sample.py's --window_shift K), or 'exact' (every character sees "
+                             "(block_size / 2: every character sees at least half the window, at about two cached "
+                             "positions per character), K (as sample.py's --window_shift K), or 'exact' (every character sees "
                              "the last block_size; past the window each character recomputes it, and a batch gains "
                              "nothing there). The text for a seed is sample.py's with the same --window_shift")
     parser.add_argument("--timeout", type=float, default=120.0,

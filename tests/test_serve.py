@@ -78,12 +78,17 @@ def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     running.stop()
 
 
-def sampled(checkpoint: Path, prompt: str, max_new_tokens: int, seed: int, **settings) -> str:
-    """What ``python sample.py`` prints for these settings, less the prompt and the closing line."""
+SHIFT = 16  # the server's default window shift for the debug model: half its block of 32
+
+
+def sampled(checkpoint: Path, prompt: str, max_new_tokens: int, seed: int, window_shift: int | None = SHIFT,
+            **settings) -> str:
+    """What ``python sample.py`` prints for these settings (the server's default window shift), less the prompt and
+    the closing line."""
     args = SimpleNamespace(checkpoint=str(checkpoint), prompt=prompt, prompt_file=None, max_new_tokens=max_new_tokens,
                            num_samples=1, temperature=settings.get("temperature", 0.8), top_k=settings.get("top_k", 200),
-                           top_p=settings.get("top_p"), seed=seed, window_shift=None, no_cache=False, device="cpu",
-                           compile=False)
+                           top_p=settings.get("top_p"), seed=seed, window_shift=window_shift, no_cache=False,
+                           device="cpu", compile=False)
     out = io.StringIO()
     sample_run(args, out)
     return out.getvalue()[len(prompt):-len(f"\n{SEPARATOR}\n")]
