@@ -27,7 +27,6 @@ from typing import Any, Optional
 
 import litserve as ls
 import torch
-from fastapi import HTTPException
 from litserve.loops.base import _SENTINEL_VALUE, LitLoop
 from litserve.utils import LitAPIStatus, LoopResponseType
 from starlette.responses import HTMLResponse, JSONResponse
@@ -52,6 +51,9 @@ FLUSH_SECONDS = 0.02  # a streamed answer sends what was generated at most this 
 # ... and a worker sends at most about this many messages a second in all: each costs LitServe's queue and the API
 # process more than generating a character, which would starve the batch (docs/serving.md)
 MESSAGES_PER_SECOND = 250
+# A worker's answer that is an error, not text: OpenAIRoutes turns it into its status and OpenAI's error shape
+# (LitServe starts a streaming answer with 200 before the worker answers, and ends it empty on a worker's error).
+ERROR_MARK = "\x00lit_gpt error\x00"
 POLL_SECONDS = 0.005  # while generating, a worker looks for new requests and departed clients this often
 
 
@@ -167,11 +169,27 @@ def as_litserve_request(scope: dict, job: dict[str, Any], receive: Any, send: An
         return await receive()  # the client's disconnect, if it goes away
 
     kind = b"text/event-stream" if job["stream"] else b"application/json"
+    start: dict = {}
 
     async def send_typed(message: dict) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 200:
-            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-type"]
-            message = {**message, "headers": [*headers, (b"content-type", kind)]}
+        """The answer as LitServe sends it, typed; its start held back until the first body, which may be an error."""
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        if start.get("status") == 200 and message.get("body", b"").startswith(ERROR_MARK.encode()):
+            error = json.loads(message["body"][len(ERROR_MARK):])
+            body = json.dumps({"error": error["error"]}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": error["status"], "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            start["status"] = "sent"
+            return
+        if start.get("status") == "sent":  # an error was the answer: the rest of LitServe's is dropped
+            return
+        if start:
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-type"]
+            await send({**start, "headers": [*headers, (b"content-type", kind)]} if start["status"] == 200 else start)
+            start.clear()
         await send(message)
 
     headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")]
@@ -344,8 +362,8 @@ class BatchedLoop(LitLoop):
             block = False
             if self.lit_api.request_timeout not in (None, -1, False) \
                     and time.monotonic() - timestamp > self.lit_api.request_timeout:
-                self.put_response(self.transport, queue_id, uid, HTTPException(504, "Request timed out"),
-                                  LitAPIStatus.ERROR, LoopResponseType.STREAMING)
+                self.fail(queue_id, uid, OpenAIError(f"the request waited over {self.lit_api.request_timeout:g} s "
+                                                     f"for a free row; try again", status=504, kind="timeout"))
                 continue
             if job["id"] in self.early_departures:
                 self.early_departures.discard(job["id"])
@@ -380,7 +398,8 @@ class BatchedLoop(LitLoop):
         except Exception as err:  # noqa: BLE001 (a failed step fails its requests, not the worker)
             log.exception("generation failed")
             for job in self.jobs.values():
-                self.put_error_response(self.transport, job.queue_id, job.uid, err, LoopResponseType.STREAMING)
+                self.fail(job.queue_id, job.uid, OpenAIError(f"generation failed: {err}", status=500,
+                                                             kind="server_error"), started=job.started)
             self.jobs.clear()
             self.decoder = Decoder(self.lit_api.generator.model, self.max_batch)
             return
@@ -399,6 +418,14 @@ class BatchedLoop(LitLoop):
                                   LoopResponseType.STREAMING)
             if job.done:
                 self.finish(job)
+
+    def fail(self, queue_id: int, uid: str, error: OpenAIError, started: bool = False) -> None:
+        """Answer a request with an error: its status and OpenAI's shape, or, once its stream has begun, an error
+        event that ends it."""
+        body = {**error.body(), "status": error.status}
+        message = sse({"error": body["error"]}) + sse("[DONE]") if started else ERROR_MARK + json.dumps(body)
+        self.put_response(self.transport, queue_id, uid, message, LitAPIStatus.OK, LoopResponseType.STREAMING)
+        self.put_response(self.transport, queue_id, uid, "", LitAPIStatus.FINISH_STREAMING, LoopResponseType.STREAMING)
 
     def finish(self, job: Job) -> None:
         self.jobs.pop(job.job["id"], None)

@@ -136,8 +136,8 @@ def check(command: str, checkpoint: Path, capsys: pytest.CaptureFixture) -> None
             assert path.startswith("/v1/models"), command
             return
         body = json.loads(tokens[tokens.index("-d") + 1])
-        tokenizer = CharTokenizer(read_checkpoint(checkpoint)["hyper_parameters"]["vocab"])
-        check_job(body, ROUTES[path], tokenizer, "model")
+        hparams = read_checkpoint(checkpoint)["hyper_parameters"]
+        check_job(body, ROUTES[path], CharTokenizer(hparams["vocab"]), "model", hparams["config"]["block_size"])
         return
     pytest.fail(f"no check for this command: {command}")
 

@@ -220,6 +220,92 @@ def test_concurrent_streaming_requests_are_all_served_each_with_its_own_text(ser
 
 
 @pytest.mark.slow  # a server process
+def test_requests_of_every_kind_at_once_each_get_the_text_they_get_alone(server: Server, tiny_checkpoint: Path) -> None:
+    """Requests with their own prompts, settings, lengths, stop sequences and n join the batch at different steps and
+    leave at different steps, streamed and not, through the openai client and raw HTTP: each choice is the text
+    sample.py gives for its seed (its text alone), character for character."""
+    requests = [dict(prompt="ROMEO:", max_tokens=120, seed=1),
+                dict(prompt="\n", max_tokens=40, seed=2, temperature=0),
+                dict(prompt="KING RICHARD III:\nNow is the winter", max_tokens=90, seed=3, top_p=0.9, top_k=None),
+                dict(prompt="A", max_tokens=70, seed=4, temperature=1.3, top_k=5, n=2),
+                dict(prompt="JULIET:", max_tokens=100, seed=5, window_shift=None),  # the exact mode past the block
+                dict(prompt="First Citizen:", max_tokens=60, seed=6, stop=["e"])]
+    results: dict[int, list[str]] = {}
+
+    def send(i: int) -> None:
+        body = requests[i]
+        if i % 2:  # raw HTTP, streamed
+            _, data = events(server, "/v1/completions", model="m", **body)
+            texts: dict[int, str] = {}
+            for d in data[:-1]:
+                for choice in d["choices"]:
+                    texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
+            results[i] = [texts[k] for k in sorted(texts)]
+        else:
+            extra = {k: body[k] for k in ("top_k", "window_shift") if k in body}
+            answer = client(server).completions.create(model="m", **{k: v for k, v in body.items() if k not in extra},
+                                                       extra_body=extra)
+            results[i] = [c.text for c in answer.choices]
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+        t.join(timeout=0.05)  # they join the batch one after another
+    for t in threads:
+        t.join(timeout=120)
+    for i, body in enumerate(requests):
+        settings = {k: body[k] for k in ("temperature", "top_k", "top_p") if k in body}
+        shift = body.get("window_shift", SHIFT)
+        expected = [sampled(tiny_checkpoint, body["prompt"], body["max_tokens"], body["seed"] + c, shift, **settings)
+                    for c in range(body.get("n", 1))]
+        if "stop" in body:
+            expected = [text.split(body["stop"][0])[0] for text in expected]
+        assert results[i] == expected, i
+
+
+@pytest.fixture(scope="module")
+def one_row_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    running = Server(tiny_checkpoint, tmp_path_factory.mktemp("one_row") / "log", "--max_batch", "1", "--timeout", "2")
+    yield running
+    running.stop()
+
+
+@pytest.mark.slow  # a server process
+def test_a_client_that_leaves_frees_its_rows_and_a_request_that_waited_too_long_gets_504(
+        one_row_server: Server, tiny_checkpoint: Path) -> None:
+    """One row per worker: a request of 16 choices x 10,000 characters holds it for minutes. A request queued behind it
+    for longer than --timeout is answered 504 once it is taken; when the first client leaves mid-stream, its rows
+    leave at once and the next request is served."""
+    conn = one_row_server.connection()
+    conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "A", "max_tokens": 10_000, "n": 16,
+                                                            "stream": True}))
+    response = conn.getresponse()
+    assert response.status == 200 and response.readline().startswith(b"data: ")
+    waited: list[tuple] = []
+    queued = threading.Thread(target=lambda: waited.append(one_row_server.complete(prompt="B", max_tokens=5)))
+    queued.start()
+    queued.join(timeout=3)  # longer than --timeout: it waits behind the 16 choices
+    assert queued.is_alive()
+    conn.close()  # the first client goes away
+    queued.join(timeout=60)
+    [(status, headers, body)] = waited
+    assert status == 504 and headers["content-type"] == "application/json"
+    assert "waited over 2 s for a free row" in json.loads(body)["error"]["message"]
+    status, _, body = one_row_server.complete(prompt="ROMEO:", max_tokens=20, seed=5)
+    assert status == 200 and json.loads(body)["choices"][0]["text"] == sampled(tiny_checkpoint, "ROMEO:", 20, 5)
+
+
+@pytest.mark.slow  # a server process
+def test_health_and_the_start_up_line_say_the_settings(one_row_server: Server) -> None:
+    status, headers, body = one_row_server.request("GET", "/health")
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"status": "ok", "model": "debug/last", "device": "cpu", "workers": 1, "max_batch": 1,
+                                "timeout": 2.0, "block_size": 32, "window_shift": SHIFT}
+    line = one_row_server.log.read_text().splitlines()[0]
+    assert "1 worker(s), 1 rows each, window_shift 16, timeout 2 s" in line
+
+
+@pytest.mark.slow  # a server process
 @pytest.mark.parametrize("path, body, status, param, message", [
     ("/v1/completions", "not json", 400, None, r"the body is not JSON"),
     ("/v1/completions", '["ROMEO"]', 400, None, r"must be a JSON object"),
@@ -332,7 +418,11 @@ def test_sigterm_stops_the_server_and_its_workers_with_status_0(tiny_checkpoint:
     (["--checkpoint", "{good}", "--port", "0"], r"--port must be from 1 to 65535"),
     (["--checkpoint", "{good}", "--port", "{busy}"], r"cannot listen on 127.0.0.1:\d+"),
     (["--checkpoint", "{good}", "--device", "cuda:7"], r"device 'cuda:7'"),
-], ids=["missing", "not-a-checkpoint", "port-0", "port-in-use", "no-such-device"])
+    (["--checkpoint", "{good}", "--max_batch", "0"], r"--max_batch must be at least 1, got 0"),
+    (["--checkpoint", "{good}", "--window_shift", "wide"], r"--window_shift must be 'auto', 'exact' or a positive"),
+    (["--checkpoint", "{good}", "--window_shift", "32"], r"--window_shift must be between 1 and block_size - 1 = 31"),
+], ids=["missing", "not-a-checkpoint", "port-0", "port-in-use", "no-such-device", "max-batch", "window-shift-word",
+        "window-shift-block"])
 def test_a_bad_start_is_one_error_line_and_exit_2(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                    args: list[str], message: str) -> None:
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
