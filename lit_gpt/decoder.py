@@ -125,7 +125,7 @@ class Decoder:
             for i, slot in enumerate(slots):
                 self.cache.copy_row(solo, i, slot)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self) -> list[tuple[Row, int]]:
         """One character for every row: (row, its new id); a row that has all its characters leaves."""
         rows, parts = self.rows, []

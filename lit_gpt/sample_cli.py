@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--prompt_file", default=None, help="read the prompt from this UTF-8 text file instead")
     parser.add_argument("--max_new_tokens", type=int, default=DEFAULTS.max_new_tokens,
                         help="characters to generate per sample (>= 1)")
-    parser.add_argument("--num_samples", type=int, default=1, help="number of samples, generated as one batch (>= 1)")
+    parser.add_argument("--num_samples", type=int, default=1,
+                        help="number of samples, generated as one batch (>= 1); sample i draws with seed + i")
     parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature,
                         help="softmax temperature: < 1 is more conservative, > 1 more random, 0 is greedy")
     parser.add_argument("--top_k", type=int, default=DEFAULTS.top_k,

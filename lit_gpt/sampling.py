@@ -66,6 +66,22 @@ def draw_noise(settings: list[RowSettings], generators: list[Optional[torch.Gene
     return noise
 
 
+def filtered(z: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+             band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """z (B, V), each row's top_k and top_p (B, 1) -> the candidates each row keeps (top-k, then top-p: the mass
+    before a candidate is short of p), those it keeps whatever noise of ``band`` (B, 1) does, and those it may."""
+    V = z.size(-1)
+    sorted_z, order = torch.sort(z, dim=-1, descending=True)  # (B, V)
+    kth = sorted_z.gather(1, top_k - 1)  # (B, 1): the k-th largest
+    sorted_probs = sorted_z.masked_fill(sorted_z < kth, float("-inf")).softmax(dim=-1)  # (B, V)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass before each candidate
+    unsorted = lambda t: t.scatter(1, order, t)  # noqa: E731 (sorted order -> vocabulary order)
+    kept = (z >= kth) & unsorted(before < top_p)  # (B, V)
+    surely = ((z > kth + 2 * band) | (top_k == V)) & unsorted(before < top_p - 4 * band)
+    maybe = (z >= kth - 2 * band) & unsorted(before < top_p + 4 * band)
+    return kept, surely, maybe
+
+
 def choose(logits: torch.Tensor, settings: list[RowSettings], noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (B, V), noise (B, V) from ``draw_noise`` -> next ids (B,), and which rows' id rounding noise of ``TIE``
     could change: a rival within the noise of the winner, counting the candidates that the noise could move across a
@@ -80,19 +96,15 @@ def choose(logits: torch.Tensor, settings: list[RowSettings], noise: torch.Tenso
                          device=device).unsqueeze(1)  # (B, 1); 2: keeps everything
     z = logits / temperature  # (B, V)
     band = TIE * (1 + logits.abs().amax(dim=1, keepdim=True)) / temperature  # (B, 1): the noise, in z's units
-    sorted_z, order = torch.sort(z, dim=-1, descending=True)  # (B, V)
-    kth = sorted_z.gather(1, top_k - 1)  # (B, 1): the k-th largest
-    sorted_probs = sorted_z.masked_fill(sorted_z < kth, float("-inf")).softmax(dim=-1)  # (B, V)
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass before each candidate
-    unsorted = lambda t: t.scatter(1, order, t)  # noqa: E731 (sorted order -> vocabulary order)
-    kept = (z >= kth) & unsorted(before < top_p)  # (B, V): top-k, then top-p (the mass before it is short of p)
+    if bool((top_k < V).any() | (top_p <= 1).any()):
+        kept, surely, maybe = filtered(z, top_k, top_p, band)
+    else:  # no row filters: every candidate is kept, surely (the same ids, fewer operations)
+        kept = surely = maybe = torch.ones_like(z, dtype=torch.bool)
     probs = z.masked_fill(~kept, float("-inf")).softmax(dim=-1)  # (B, V)
     scores = torch.where(greedy, logits, probs / noise)  # (B, V): the race (greedy: the logits)
     winner = scores.argmax(dim=-1, keepdim=True)  # (B, 1)
     # Which ids the noise could have given instead: those kept or within the noise of a boundary, racing with
     # exp(z - max) / q (greedy: z), whose ratios the noise moves by about 2 * band.
-    surely = (z > kth + 2 * band) & unsorted(before < top_p - 4 * band)
-    maybe = (z >= kth - 2 * band) & unsorted(before < top_p + 4 * band)
     race = torch.where(greedy, z, (z - z.amax(dim=1, keepdim=True)).exp() / noise)  # (B, V)
     best = race.gather(1, winner)  # (B, 1)
     rivals = race.masked_fill(~torch.where(greedy, True, maybe), float("-inf")).scatter(1, winner, float("-inf"))

@@ -50,11 +50,11 @@ BODY_BYTES = 1_000_000  # the stated limit of a request body
 FLUSH_SECONDS = 0.02  # a streamed answer sends what was generated at most this often
 # ... and a worker sends at most about this many messages a second in all: each costs LitServe's queue and the API
 # process more than generating a character, which would starve the batch (docs/serving.md)
-MESSAGES_PER_SECOND = 250
+MESSAGES_PER_SECOND = 160
 # A worker's answer that is an error, not text: OpenAIRoutes turns it into its status and OpenAI's error shape
 # (LitServe starts a streaming answer with 200 before the worker answers, and ends it empty on a worker's error).
 ERROR_MARK = "\x00lit_gpt error\x00"
-POLL_SECONDS = 0.005  # while generating, a worker looks for new requests and departed clients this often
+POLL_SECONDS = 0.01  # while generating, a worker looks for new requests and departed clients this often
 
 
 class OpenAIRoutes:
