@@ -286,8 +286,8 @@ class Job:
                 choice.finish_sent = True
         self.started = self.started or bool(events)
         if self.done:
-            events += [sse(envelope(self.job, True, choices=[], usage=self.usage()))] if self.job["include_usage"] \
-                else []
+            if self.job["include_usage"]:
+                events.append(sse(envelope(self.job, True, choices=[], usage=self.usage())))
             events.append(sse("[DONE]"))
         if events:
             self.last_sent = now
@@ -322,7 +322,7 @@ class BatchedLoop(LitLoop):
         self.departed = self.departures[worker_id]
         self.decoder = Decoder(lit_api.generator.model, self.max_batch)
         self.jobs: dict[str, Job] = {}  # by job id
-        self.early_departures: set[str] = set()  # ids of jobs whose client left before this worker took them
+        self.early_departures: dict[str, None] = {}  # ids of jobs whose client left before this worker took them
         try:
             self.serve()
         except KeyboardInterrupt:  # Ctrl-C reaches every process of the server: it shuts the workers down
@@ -366,7 +366,7 @@ class BatchedLoop(LitLoop):
                                                      f"for a free row; try again", status=504, kind="timeout"))
                 continue
             if job["id"] in self.early_departures:
-                self.early_departures.discard(job["id"])
+                del self.early_departures[job["id"]]
                 self.finish(Job(uid, queue_id, {**job, "prompts": []}, self.lit_api.generator))
                 continue
             self.jobs[job["id"]] = Job(uid, queue_id, job, self.lit_api.generator)
@@ -381,8 +381,10 @@ class BatchedLoop(LitLoop):
             except Empty:
                 return
             job = self.jobs.pop(job_id, None)
-            if job is None:
-                self.early_departures.add(job_id)
+            if job is None:  # not taken yet (or another worker's, or just answered): the newest 1000 are kept
+                self.early_departures[job_id] = None
+                while len(self.early_departures) > 1000:
+                    del self.early_departures[next(iter(self.early_departures))]
                 continue
             for choice in job.choices:
                 if choice.row in self.decoder.rows:
