@@ -81,16 +81,41 @@ def _load_version(path: str, version: tuple[int, int, int]) -> Any:
 def replaced_atomically(path: Path) -> Iterator[BinaryIO]:
     """A file to write ``path``'s new bytes to: ``.<name>.tmp-<pid>`` beside it, flushed to disk and renamed onto
     ``path`` when the block ends, removed if it fails. A reader sees the old file or the new one, never part of one
-    (a rename within one folder is atomic; a temporary file elsewhere, such as $TMPDIR, would be copied)."""
+    (a rename within one folder is atomic; a temporary file elsewhere, such as $TMPDIR, would be copied). A write that
+    fails (a full disk) ends the block with its OSError, however the writer reported it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            yield f
+        with open(tmp, "wb") as raw:
+            f = RecordedWrites(raw)
+            try:
+                yield f  # type: ignore[misc]
+            except Exception as err:
+                if f.error is not None and not isinstance(err, OSError):
+                    raise f.error from err
+                raise
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class RecordedWrites:
+    """A binary file that keeps the first OSError one of its writes raised: torch's zip writer reports a full disk as
+    a RuntimeError ("unexpected pos ..."), and ``replaced_atomically`` answers with the OSError itself."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, tell, seek, ... of the file itself
+        return getattr(self.f, name)
 
 
 def model_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:

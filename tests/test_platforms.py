@@ -5,6 +5,7 @@ faults of the machine (a full disk, Ctrl-C during start-up) that end in one line
 import errno
 import os
 import signal
+import subprocess
 from pathlib import Path
 from unittest import mock
 
@@ -17,7 +18,7 @@ from lit_gpt import checkpointing, files
 from lit_gpt.checkpointing import AtomicCheckpointIO
 from lit_gpt.cli import cli_main
 from lit_gpt.devices import bf16_supported
-from lit_gpt.errors import LitGPTError
+from lit_gpt.errors import CheckpointWriteError, LitGPTError
 from lit_gpt.generate import resolve_device
 from lit_gpt.module import compiles_by_default, metric_dtype
 
@@ -128,6 +129,61 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_that_says_how_to_resume(
                                              r"with: .*--ckpt_path last$")
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 8
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+
+
+class FillsUp:
+    """A file on a disk that is full after ``room`` bytes: the write that passes it raises ENOSPC, as a real one does."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data: bytes) -> int:
+        if self.room < len(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+def test_a_full_disk_inside_torch_save_is_the_os_error_not_torchs_runtime_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's zip writer turns a failed write into RuntimeError("unexpected pos ..."): the checkpoint writer answers
+    with the disk's own error; the earlier checkpoint stays and no temporary file is left."""
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, path)
+    with FillsUp(open(tmp_path / "other", "wb"), 5000) as full, pytest.raises(RuntimeError, match="unexpected pos"):
+        torch.save({"w": torch.randn(10_000)}, full)  # what torch itself says of it
+    monkeypatch.setattr(files, "open", lambda p, mode: FillsUp(open(p, mode), 5000), raising=False)
+    with pytest.raises(CheckpointWriteError, match=r"could not write the checkpoint .*last.ckpt: No space left"):
+        AtomicCheckpointIO().save_checkpoint({"w": torch.randn(10_000)}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "other"]
+
+
+def test_a_checkpoint_on_a_real_full_disk_is_one_error(tmp_path: Path) -> None:
+    """A tmpfs of 64 KiB (mounting one needs root: skipped, and said so, elsewhere): the first checkpoint fits, the
+    second does not; the error names the disk's reason; the first stays whole, no temporary file is left."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (the simulated full disk above still runs)")
+    try:
+        AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(1000)}, disk / "last.ckpt")  # about 5 KB
+        with pytest.raises(CheckpointWriteError, match="No space left on device"):
+            AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(100_000)}, disk / "last.ckpt")  # about 400 KB
+        assert torch.equal(torch.load(disk / "last.ckpt", weights_only=True)["w"], torch.zeros(1000))
+        assert [p.name for p in disk.iterdir()] == ["last.ckpt"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_ctrl_c_while_reading_the_text_is_one_line(corpus_path: Path, tmp_path: Path,
