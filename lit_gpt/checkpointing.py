@@ -19,7 +19,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, signal_name
+from lit_gpt.errors import (
+    CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, failed_write, signal_name,
+)
 from lit_gpt.files import load_file, on_windows, replaced_atomically
 from lit_gpt.steps import completes_step, logged_step_done
 
@@ -204,6 +206,10 @@ class PeriodicCheckpoint(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()
+        write = failed_write(exception)
+        if write is not None:  # for the one line the CLI prints: which file was kept, and the run's folder
+            write.last_checkpoint = os.path.join(self.dirpath or self.directory(trainer), "last.ckpt")
+            write.run_folder = os.path.normpath(trainer.log_dir) if trainer.log_dir else None
 
     def _write(self, trainer: L.Trainer) -> None:
         # Decided the same on every process (never by a local file: nodes need not share a disk), since saving runs

@@ -19,7 +19,9 @@ from lit_gpt.checkpointing import checkpoint_step, last_checkpoint
 from lit_gpt.config import GPTConfig
 from lit_gpt.data import CharDataModule
 from lit_gpt.devices import bf16_note, refuse_sharding, without_slurm_auto_requeue
-from lit_gpt.errors import CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, causes, one_line
+from lit_gpt.errors import (
+    WRITE_FIXES, CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, causes, failed_write, one_line,
+)
 from lit_gpt.files import read_checkpoint
 from lit_gpt.module import LitGPT
 from lit_gpt.progress import plain_output, run_report
@@ -251,6 +253,19 @@ def resume_command(args: ArgsType) -> str:
     return shlex.join([*prefix, *kept, "--ckpt_path", "last"])
 
 
+def write_failure(message: str, last: Optional[Path], fix: str, args: ArgsType) -> None:
+    """One line for a write that failed during a run (``message``): which step ``last`` keeps and how to resume, or
+    that nothing was kept; exit status 2."""
+    step = checkpoint_step(last) if last is not None and last.is_file() else None
+    if step is None:
+        print(f"error: {message}; no checkpoint of this run was kept. {fix}, then run the command again",
+              file=sys.stderr)
+    else:
+        print(f"error: {message}; {last} holds step {step}. {fix}, then resume with: {resume_command(args)}",
+              file=sys.stderr)
+    raise SystemExit(2)
+
+
 def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
     """Run the CLI and return it (for tests and scripts). A user error ends with one line on stderr and exit status 2,
     never a traceback; a run stopped by SIGINT or SIGTERM (after writing last.ckpt) prints the command that resumes
@@ -259,17 +274,20 @@ def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
         with plain_output():
             return GPTLightningCLI(args)
     except CheckpointWriteError as err:
-        last = Path(err.path).with_name("last.ckpt")
-        step = checkpoint_step(last) if last.is_file() else None
-        kept = f"{last} holds step {step}" if step is not None else "no earlier checkpoint of this run was kept"
-        print(f"error: {err}; {kept}. Free some space, then resume with: {resume_command(args)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except ValueError as err:  # LitGPTError; jsonargparse wraps one raised by a callback group's class
+        write_failure(str(err), Path(err.path).with_name("last.ckpt"), WRITE_FIXES.get(err.errno, "Fix it"), args)
+    except (OSError, ValueError) as err:  # a LitGPTError that jsonargparse wrapped (a callback group's), or a write
+        # of the run that failed (its config, TensorBoard's events, which Lightning's logger wraps in a ValueError)
         cause = next((e for e in causes(err) if isinstance(e, LitGPTError)), None)
-        if cause is None:
+        write = failed_write(err)
+        if cause is None and write is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
+        if cause is not None:
+            print(f"error: {cause}", file=sys.stderr)
+            raise SystemExit(2) from None
+        what = write.filename or f"to {getattr(write, 'run_folder', None) or 'the run folder'}"
+        last = getattr(write, "last_checkpoint", None)
+        write_failure(f"could not write {what}: {write.strerror}", Path(last) if last else None,
+                      WRITE_FIXES[write.errno], args)
     except KeyboardInterrupt:  # Ctrl-C while reading or tokenizing the text, before the Trainer runs
         print("error: SIGINT before training started; nothing was written", file=sys.stderr)
         raise SystemExit(130) from None

@@ -1,7 +1,13 @@
 """The one exception type for mistakes a user can fix (bad paths, impossible configs, unknown characters), the
 exceptions that stop a run, and how an exception becomes one line."""
 
+import errno
 from collections.abc import Iterator
+from typing import Optional
+
+# What to do about a write that failed with this errno (a full disk, a quota, a read-only or forbidden folder).
+WRITE_FIXES = {errno.ENOSPC: "Free some space", errno.EDQUOT: "Free some space", errno.EFBIG: "Free some space",
+               errno.EROFS: "Make it writable", errno.EACCES: "Make it writable", errno.EPERM: "Make it writable"}
 
 
 class LitGPTError(ValueError):
@@ -13,7 +19,12 @@ class CheckpointWriteError(LitGPTError):
 
     def __init__(self, path: object, err: OSError) -> None:
         super().__init__(f"could not write the checkpoint {path}: {err.strerror or err}")
-        self.path = path
+        self.path, self.errno = path, err.errno
+
+
+def failed_write(err: BaseException) -> Optional[OSError]:
+    """The OSError of a failed write (a full disk, a read-only folder) among the exception and its causes, if any."""
+    return next((e for e in causes(err) if isinstance(e, OSError) and e.errno in WRITE_FIXES), None)
 
 
 class TrainingStopped(Exception):
@@ -40,10 +51,12 @@ class StartupInterrupted(Exception):
 
 
 def causes(err: BaseException) -> Iterator[BaseException]:
-    """The exception and those it was raised from, in turn."""
-    while err is not None:
+    """The exception and those it was raised from, in turn (not those a ``raise ... from None`` set aside)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
         yield err
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
 
 
 def one_line(err: BaseException) -> str:

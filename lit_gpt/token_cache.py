@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 from filelock import FileLock
 
-from lit_gpt.errors import LitGPTError
+from lit_gpt.errors import WRITE_FIXES, LitGPTError
 from lit_gpt.files import replaced_atomically
 from lit_gpt.tokenizer import unknown_characters
 
@@ -195,10 +195,17 @@ def load_tokens(path: str | os.PathLike, cache_dir: Optional[str | os.PathLike] 
     found = read_cache(ids_path, meta_path)  # the common case: no lock needed
     if found is not None:
         return found
-    with locked(cache / f"{key}.lock"):
-        found = read_cache(ids_path, meta_path)  # another process may have built it while this one waited
-        if found is None:
-            build_cache(files, separator, vocab, ids_path, meta_path)
-            found = read_cache(ids_path, meta_path)
+    try:
+        with locked(cache / f"{key}.lock"):
+            found = read_cache(ids_path, meta_path)  # another process may have built it while this one waited
+            if found is None:
+                build_cache(files, separator, vocab, ids_path, meta_path)
+                found = read_cache(ids_path, meta_path)
+    except OSError as err:
+        if err.errno not in WRITE_FIXES:
+            raise
+        raise LitGPTError(f"could not write the token cache {ids_path}: {err.strerror}; nothing was kept and "
+                          f"training has not started. {WRITE_FIXES[err.errno]} (or set --data.cache_dir to a folder "
+                          f"on another disk), then run the command again") from None
     assert found is not None, f"the cache just written to {ids_path} does not read back"
     return found
