@@ -1,6 +1,6 @@
 """What a run prints in the terminal: one summary line, a warning when a recipe is too big for the machine, a
-progress bar that counts optimizer steps of ``max_steps`` with a time estimate, warnings as one line, and at the end
-what the run made."""
+progress bar that counts optimizer steps of ``max_steps`` with a time estimate (plain lines where the output is a log
+file), warnings as one line, and at the end what the run made."""
 
 import copy
 import logging
@@ -15,12 +15,13 @@ from typing import Any, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_gpt.checkpointing import checkpoint_step, last_checkpoint
 from lit_gpt.errors import one_line
 from lit_gpt.files import load_file
+from lit_gpt.steps import completes_step, logged_step_done
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to take longer than this is pointed to the CPU recipe
 
@@ -28,25 +29,39 @@ SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to take longer than this 
 class StepProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar, counting optimizer steps up to ``trainer.max_steps`` ("train 120/500 [00:31<01:43]")
     instead of the batches of an endless epoch ("Epoch 0: 120it"). It is redrawn every ``refresh_rate`` steps: a redraw
-    is Python work on the step's path and reads the loss off the device (docs/benchmarks.md)."""
+    is Python work on the step's path and reads the loss off the device (docs/benchmarks.md).
 
-    def __init__(self, refresh_rate: Optional[int] = None, process_position: int = 0, leave: bool = False) -> None:
+    Where the output is not a terminal (``nohup``, SLURM, CI, ``| tee``), a bar's carriage returns and escape codes
+    would fill the log: there it prints one plain line instead of each redraw, and one per validation.
+    """
+
+    def __init__(self, refresh_rate: Optional[int] = None, process_position: int = 0, leave: bool = False,
+                 plain: Optional[bool] = None) -> None:
         """Args:
             refresh_rate: Redraw every this many steps. null: on the steps that log (``trainer.log_every_n_steps``).
             process_position: The bar's line, for several bars at once (tqdm's ``position``).
             leave: Leave the finished bar on the terminal.
+            plain: Plain lines instead of a bar. null: where the output is not a terminal.
         """
         super().__init__(refresh_rate=refresh_rate or 1, process_position=process_position, leave=leave)
         self._on_log_steps = refresh_rate is None
         self._log_every = 1
+        self.plain = plain
+        self._lines = False  # this run prints lines instead of bars
+        self._started = (0.0, 0)  # (time, step) when training started or resumed, for the rate and the time left
 
     @property
     def refresh_rate(self) -> int:
         return self._log_every if self._on_log_steps else super().refresh_rate
 
+    @property
+    def is_disabled(self) -> bool:
+        return self._lines or super().is_disabled  # lines: every tqdm bar stays silent
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._log_every = trainer.log_every_n_steps or 1
+        self._lines = self.plain if self.plain is not None else not sys.stdout.isatty()
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         bar = self.train_progress_bar  # not TQDMProgressBar's: it would first draw "Epoch 0" of an endless epoch
@@ -54,13 +69,67 @@ class StepProgressBar(TQDMProgressBar):
         bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
         bar.initial = bar.n = trainer.global_step  # a resumed run starts where it stopped; its rate counts from here
         bar.refresh()
+        self._started = (time.perf_counter(), trainer.global_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if self.train_progress_bar is None or not self.shows(trainer, batch_idx):
+            return
+        if self._lines:
+            if self._enabled:  # Lightning disables the bar on every process but the first
+                self.line(trainer, pl_module)
+            return
+        self.train_progress_bar.n = trainer.global_step
+        self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # also redraws
+
+    def shows(self, trainer: L.Trainer, batch_idx: int) -> bool:
+        """Whether the batch completed a step the bar shows: the steps that log (or every ``refresh_rate``), and the
+        last; once per step with gradient accumulation."""
+        if not completes_step(trainer, batch_idx):
+            return False
         step = trainer.global_step
-        if self.train_progress_bar is not None and self._should_update(step, self.train_progress_bar.total):
-            self.train_progress_bar.n = step
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # also redraws
+        shown = logged_step_done(trainer, batch_idx) if self._on_log_steps else step % self.refresh_rate == 0
+        return shown or step == trainer.max_steps
+
+    def line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """``step 120/500: train_loss 2.1340, val_loss 2.2010, 12,345 tokens/s, 01:43 left``"""
+        step, (start_time, start_step) = trainer.global_step, self._started
+        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k in ("train_loss", "val_loss")}
+        parts = [f"{name} {float(value):.4f}" for name, value in metrics.items()]
+        seconds = time.perf_counter() - start_time
+        if step > start_step and seconds > 0:
+            data = trainer.datamodule
+            tokens = (step - start_step) * trainer.accumulate_grad_batches * trainer.world_size * data.batch_size \
+                * data.block_size
+            parts.append(f"{tokens / seconds:,.0f} tokens/s")
+            left = time_left(trainer, seconds / (step - start_step))
+            if left is not None:
+                parts.append(f"{format_seconds(left)} left")
+        of = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+        print(f"step {step}{of}: {', '.join(parts)}", flush=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._lines and self._enabled and not trainer.sanity_checking and "val_loss" in trainer.callback_metrics:
+            print(f"validation at step {trainer.global_step}: val_loss "
+                  f"{float(trainer.callback_metrics['val_loss']):.4f}", flush=True)
+
+
+def time_left(trainer: L.Trainer, seconds_per_step: float) -> Optional[float]:
+    """Seconds until ``max_steps`` at this rate, or until ``max_time`` if that comes first (None: neither is set)."""
+    left = [seconds_per_step * (trainer.max_steps - trainer.global_step)] if trainer.max_steps > 0 else []
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is not None:
+        left.append(remaining)
+    return min(left) if left else None
+
+
+def format_seconds(seconds: float) -> str:
+    """``01:43`` or ``2:05:09``"""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 class RunSummary(Callback):
@@ -73,10 +142,13 @@ class RunSummary(Callback):
         data, config = trainer.datamodule, pl_module.config
         params = sum(p.numel() for p in pl_module.parameters())
         steps = trainer.max_steps - trainer.global_step
+        remaining = time_left(trainer, 0.0) if trainer.max_steps < 0 else None  # only max_time bounds the run
+        length = f"{steps} steps" if trainer.max_steps >= 0 else \
+            f"steps for up to {format_seconds(remaining)} (max_time)" if remaining is not None else "steps"
         rank_zero_info(
             f"lit_gpt: {pl_module.hparams.arch} {config.n_layer} layers x {config.n_head} heads x {config.n_embd} wide,"
             f" {params / 1e6:.2f} M parameters; {len(data.train_data):,} training characters, vocabulary "
-            f"{data.vocab_size}; {steps} steps of {data.batch_size} x {data.block_size} characters on "
+            f"{data.vocab_size}; {length} of {data.batch_size} x {data.block_size} characters on "
             f"{trainer.num_devices} {trainer.strategy.root_device.type} device(s)"
         )
         if trainer.strategy.root_device.type == "cpu" and steps > 0:

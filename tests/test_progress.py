@@ -1,9 +1,14 @@
 """What a run prints: one summary line, a warning when a GPU recipe runs on a CPU, a bar of steps of max_steps, and
 none of Lightning's noise."""
 
+import fcntl
+import os
+import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 from unittest import mock
 
@@ -19,20 +24,75 @@ from lit_gpt.progress import StepProgressBar, cpu_step_seconds
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_in_terminal(args: list[str]) -> tuple[int, bytes]:
+    """``train.py`` with a terminal (a pseudo-terminal) as its stdout and stderr: (exit status, what it wrote)."""
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 40 x 160 (a new one is 0 x 0)
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=child, stderr=child)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(parent)
+    return proc.wait(timeout=300), out
+
+
 @pytest.mark.slow
 def test_a_run_prints_what_its_user_needs(tmp_path: Path) -> None:
-    """A real process: the summary line, the bar counting steps of max_steps with a time estimate; no litlogger tip,
-    no FutureWarning, no model table with 'Total Flops 0', no 'Epoch 0'."""
-    proc = subprocess.run([sys.executable, "train.py", "fit", "--config", DEBUG, "--trainer.max_steps", "12",
-                           "--trainer.log_every_n_steps", "4", "--trainer.logger.init_args.save_dir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout + proc.stderr
+    """A real process in a terminal: the summary line, the bar counting steps of max_steps with a time estimate; no
+    litlogger tip, no FutureWarning, no model table with 'Total Flops 0', no 'Epoch 0'."""
+    status, raw = run_in_terminal(["fit", "--config", DEBUG, "--trainer.max_steps", "12", "--trainer.log_every_n_steps",
+                                   "4", "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    out = raw.decode()
+    assert status == 0, out
     assert re.search(r"lit_gpt: gpt 2 layers x 2 heads x 32 wide, 0\.0\d M parameters; 1,003,854 training characters, "
                      r"vocabulary 65; 12 steps of 8 x 32 characters on 1 cpu device\(s\)", out)
     assert re.search(r"train: +100%\|[^|]*\| 12/12 \[\d\d:\d\d<00:00", out)  # steps of max_steps, elapsed<remaining
+    assert "\r" in out and "step 4/12:" not in out  # a bar that redraws, not lines
     for noise in ("litlogger", "Tip:", "FutureWarning", "LeafSpec", "Total Flops", "Epoch 0", "warning: this recipe"):
         assert noise not in out
+
+
+@pytest.mark.slow
+def test_in_a_log_file_a_run_prints_one_plain_line_per_logged_step_and_per_validation(tmp_path: Path) -> None:
+    """Output to a file (nohup, SLURM, | tee): no carriage return, no escape code; a line for every logged step with
+    train_loss, the last val_loss, tokens/s and the time left, and one for every validation."""
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.run([sys.executable, "train.py", "fit", "--config", DEBUG, "--trainer.max_steps", "12",
+                               "--trainer.log_every_n_steps", "4", "--trainer.val_check_interval", "6",
+                               "--trainer.logger.init_args.save_dir", str(tmp_path)], cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, timeout=300)
+    raw = (tmp_path / "log").read_bytes()
+    assert proc.returncode == 0, raw.decode()
+    assert b"\r" not in raw and b"\x1b[" not in raw
+    lines = [line for line in raw.decode().splitlines() if re.match(r"(step|validation at step) \d", line)]
+    assert [line.split(":")[0] for line in lines] == ["step 4/12", "validation at step 6", "step 8/12", "step 12/12",
+                                                     "validation at step 12"]
+    assert re.fullmatch(r"step 4/12: train_loss \d\.\d{4}, [\d,]+ tokens/s, \d\d:\d\d left", lines[0])
+    assert re.fullmatch(r"step 8/12: train_loss \d\.\d{4}, val_loss \d\.\d{4}, [\d,]+ tokens/s, \d\d:\d\d left",
+                        lines[2])
+    assert re.fullmatch(r"validation at step 6: val_loss \d\.\d{4}", lines[1])
+
+
+def test_with_gradient_accumulation_a_step_is_shown_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """3 batches a step, the logger every 2 steps: a line for steps 2, 4 and 6 each, not one per batch."""
+    cli_main(fit_args(None, tmp_path, "--trainer.max_steps", "6", "--trainer.accumulate_grad_batches", "3",
+                      "--trainer.log_every_n_steps", "2", "--trainer.enable_progress_bar", "true",
+                      "--progress_bar.plain", "true", "--trainer.val_check_interval", "300"))
+    steps = re.findall(r"^step (\d+)/6:", capsys.readouterr().out, flags=re.M)
+    assert steps == ["2", "4", "6"]
+
+
+def test_a_run_bounded_by_max_time_says_so_in_its_summary(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cli_main(fit_args(None, tmp_path, "--trainer.max_steps", "-1", "--trainer.max_time", "00:00:00:02",
+                      "--trainer.val_check_interval", "1000"))
+    assert "steps for up to 00:02 (max_time) of 8 x 32 characters" in caplog.text and "-1 steps" not in caplog.text
 
 
 @pytest.mark.parametrize("extra, refresh_rate", [([], 7), (["--trainer.enable_progress_bar", "false"], None)],
