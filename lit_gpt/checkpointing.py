@@ -114,7 +114,7 @@ class PeriodicCheckpoint(Callback):
         self._last_write = 0.0  # clock() of the last write (or of the start of training)
         self._saved_step: Optional[int] = None  # the step last.ckpt holds, written by this run
         self._signal: Optional[int] = None  # the first SIGINT/SIGTERM received while training
-        self._stopping = False  # last.ckpt holds the step the signal finished: stop before the next one
+        self._stopping = 0  # the signal that stops the run once last.ckpt holds the step it finished (0: none)
         self._previous_handlers: dict[int, Any] = {}
 
     def directory(self, trainer: L.Trainer) -> Path:
@@ -131,14 +131,14 @@ class PeriodicCheckpoint(Callback):
             self._install(self._on_startup_signal)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_write, self._signal, self._stopping = clock(), None, False
+        self._last_write, self._signal, self._stopping = clock(), None, 0
         self._install(self._on_signal)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         # Here, not where last.ckpt was written: Lightning logs a step's metrics after its batch-end hooks.
         if self._stopping:
-            raise TrainingStopped(self._signal or signal.SIGTERM, trainer.global_step, self.last_path)
+            raise TrainingStopped(self._stopping, trainer.global_step, self.last_path)
 
     def _install(self, handler: Any) -> None:
         if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
@@ -167,19 +167,19 @@ class PeriodicCheckpoint(Callback):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous_handlers = {}
 
-    def _agree(self, trainer: L.Trainer, time_due: bool, batch_idx: Optional[int] = None) -> tuple[bool, bool]:
-        """(stop, time_due), the same on every process: any process's signal stops all, rank 0's clock decides the
-        time bound. Several processes compare them on logging steps (``batch_idx``), or now (None), where they meet
-        anyway."""
-        stop = self._signal is not None
+    def _agree(self, trainer: L.Trainer, time_due: bool, batch_idx: Optional[int] = None) -> tuple[int, bool]:
+        """(the signal that stops the run, 0 for none; time_due), the same on every process: any process's signal
+        stops all, and each reports that signal; rank 0's clock decides the time bound. Several processes compare them
+        on logging steps (``batch_idx``), or now (None), where they meet anyway."""
+        stop = int(self._signal or 0)
         if trainer.world_size == 1:
             return stop, time_due
         if batch_idx is not None and not logged_step_done(trainer, batch_idx):
-            return False, False
+            return 0, False
         flags = torch.tensor([float(stop), float(time_due and trainer.is_global_zero)],
                              device=trainer.strategy.root_device)
         flags = trainer.strategy.reduce(flags, reduce_op="max")  # (2,): the largest of every process's flags
-        return bool(flags[0]), bool(flags[1])
+        return int(flags[0]), bool(flags[1])
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -192,7 +192,7 @@ class PeriodicCheckpoint(Callback):
         step_due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
         if stop or time_due or step_due:
             self._write(trainer)
-        self._stopping = stop  # same on every process; another process's signal stops this one too
+        self._stopping = stop  # same on every process; another process's signal stops this one too, as itself
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:

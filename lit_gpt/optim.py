@@ -7,7 +7,7 @@ checkpoint holds both states.
 """
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Optional
 
 import torch
@@ -90,6 +90,35 @@ def lr_ratio(adjust_lr_fn: Optional[str], shape: torch.Size) -> float:
     return 1.0
 
 
+class SplitState(MutableMapping):
+    """The per-parameter state of several optimizers as one mapping, each entry kept by the optimizer that owns the
+    parameter (a missing entry is created empty, as ``Optimizer.state``'s defaultdict does)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    def owner(self, param: torch.Tensor) -> torch.optim.Optimizer:
+        for opt in self.optimizers:
+            if any(p is param for group in opt.param_groups for p in group["params"]):
+                return opt
+        raise KeyError("this parameter is not one the optimizer steps")
+
+    def __getitem__(self, param: torch.Tensor) -> Any:
+        return self.owner(param).state[param]
+
+    def __setitem__(self, param: torch.Tensor, value: Any) -> None:
+        self.owner(param).state[param] = value
+
+    def __delitem__(self, param: torch.Tensor) -> None:
+        del self.owner(param).state[param]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (p for opt in self.optimizers for p in list(opt.state))
+
+    def __len__(self) -> int:
+        return sum(len(opt.state) for opt in self.optimizers)
+
+
 class MuonAdamW(torch.optim.Optimizer):
     """``Muon`` on ``muon_groups`` (2-D hidden weight matrices) and ``torch.optim.AdamW`` on ``adamw_groups``
     (embeddings, the head, LayerNorm weights, biases), with one learning rate.
@@ -110,13 +139,16 @@ class MuonAdamW(torch.optim.Optimizer):
         self.param_groups = self.muon.param_groups + self.adamw.param_groups  # shared dicts: one schedule sets both
 
     @property
-    def state(self) -> dict:  # type: ignore[override]
-        """Both optimizers' per-parameter state (the same dicts), for code that moves state between devices."""
-        return {**self.muon.state, **self.adamw.state}
+    def state(self) -> "SplitState":  # type: ignore[override]
+        """Both optimizers' per-parameter state as one mapping: a parameter's entry lives in the optimizer that steps
+        it, so code that moves or replaces state (``opt.state[p] = ...``, as Lightning's device moves do) reaches it."""
+        return SplitState(self.muon, self.adamw)
 
     @state.setter
-    def state(self, value: Any) -> None:
-        pass  # torch.optim.Optimizer.__init__ assigns an empty state; the inner optimizers keep the real ones
+    def state(self, value: Mapping) -> None:  # torch.optim.Optimizer.__init__ assigns an empty one
+        state = self.state
+        state.clear()
+        state.update(value)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:

@@ -84,3 +84,24 @@ def test_muon_adamw_passes_the_dtype_to_its_muon() -> None:
     optimizer = MuonAdamW([{"params": [w]}], [{"params": [b]}], lr=1e-3, ortho_dtype=torch.bfloat16)
     assert isinstance(optimizer.muon, Muon) and optimizer.muon.ortho_dtype == torch.bfloat16
     assert MuonAdamW([{"params": [w]}], [{"params": [b]}], lr=1e-3).muon.ortho_dtype is None
+
+
+def test_muon_adamw_state_is_one_mapping_that_writes_reach() -> None:
+    """``opt.state[p] = ...`` (as Lightning's move of optimizer state to a device does) reaches the optimizer that
+    steps p; reads, deletes, len and a whole new state do too."""
+    w, b = torch.nn.Parameter(torch.randn(4, 4)), torch.nn.Parameter(torch.randn(4))
+    optimizer = MuonAdamW([{"params": [w]}], [{"params": [b]}], lr=1e-3)
+    w.grad, b.grad = torch.randn(4, 4), torch.randn(4)
+    optimizer.step()
+    assert len(optimizer.state) == 2 and {id(p) for p in optimizer.state} == {id(w), id(b)}
+    moved = {k: v.clone() + 1 if torch.is_tensor(v) else v for k, v in optimizer.state[b].items()}
+    optimizer.state[b] = moved
+    assert optimizer.adamw.state[b] is moved and optimizer.state[b] is moved
+    optimizer.state[w]["momentum_buffer"] = torch.zeros(4, 4)
+    assert torch.equal(optimizer.muon.state[w]["momentum_buffer"], torch.zeros(4, 4))
+    del optimizer.state[w]
+    assert w not in optimizer.muon.state and len(optimizer.state) == 1
+    optimizer.state = {w: {"momentum_buffer": torch.ones(4, 4)}}
+    assert list(optimizer.muon.state) == [w] and not optimizer.adamw.state
+    with pytest.raises(KeyError):
+        optimizer.state[torch.nn.Parameter(torch.randn(2))] = {}

@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from helpers import assert_one_line_error, callback, fit_args, read_losses, start_process as start, wait_until
-from lit_gpt.checkpointing import AtomicCheckpointIO
-from lit_gpt.errors import CheckpointWriteError
+from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint
+from lit_gpt.errors import CheckpointWriteError, TrainingStopped
 from lit_gpt.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,3 +319,19 @@ def test_sigterm_stops_every_ddp_process_at_the_same_step(corpus_path: Path, tmp
         return left
 
     assert wait_until(lambda: not left_behind(), timeout=10), f"processes left behind: {left_behind()}"
+
+
+def test_every_process_reports_the_signal_that_stopped_the_run() -> None:
+    """Two processes: the other one got Ctrl-C (SIGINT), this one nothing; at the next logged step both stop, and this
+    one reports SIGINT too (it reported SIGTERM)."""
+    other = torch.tensor([float(signal.SIGINT), 0.0])
+    strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=lambda t, reduce_op: torch.maximum(t, other))
+    trainer = SimpleNamespace(world_size=2, is_global_zero=False, strategy=strategy, accumulate_grad_batches=1,
+                              log_every_n_steps=1, global_step=3, fast_dev_run=False, enable_validation=False,
+                              check_val_every_n_epoch=None)
+    callback = PeriodicCheckpoint(every_n_seconds=None, dirpath="unused")
+    callback._write = lambda trainer: None  # the write itself is not what this is about
+    callback.on_train_batch_end(trainer, None, None, None, batch_idx=2)
+    with pytest.raises(TrainingStopped) as stopped:
+        callback.on_train_batch_start(trainer, None, None, batch_idx=3)
+    assert stopped.value.signum == signal.SIGINT
