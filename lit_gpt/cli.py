@@ -4,6 +4,7 @@ import os
 import shlex
 import shutil
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -22,7 +23,7 @@ from lit_gpt.devices import bf16_note, refuse_sharding, without_slurm_auto_reque
 from lit_gpt.errors import (
     WRITE_FIXES, CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, causes, failed_write, one_line,
 )
-from lit_gpt.files import read_checkpoint
+from lit_gpt.files import forget, read_checkpoint
 from lit_gpt.module import LitGPT
 from lit_gpt.progress import plain_output, run_report
 from lit_gpt.tokenizer import named
@@ -52,6 +53,13 @@ class GPTLightningCLI(LightningCLI):
         """``fit`` and ``validate`` only: a character model has no separate test split or prediction step (score
         another text with ``validate --data.path``; generate with sample.py)."""
         return {name: skip for name, skip in LightningCLI.subcommands().items() if name in ("fit", "validate")}
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """``args`` given from Python (a bench, a notebook, a test) are the whole command line: Lightning's warning that
+        ``sys.argv`` (the bench's own options, a notebook kernel's ``-f ...json``) is also set is not the user's."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within")
+            super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data module reads the text in __init__, so these exist when the model is instantiated.
@@ -298,6 +306,8 @@ def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
         if rank_zero_only.rank == 0:
             print(f"{stop}. Resume with: {resume_command(args)}", file=sys.stderr, flush=True)
         raise SystemExit(128 + stop.signum) from None
+    finally:
+        forget()  # a process that goes on (a notebook, a test) keeps no map of the checkpoints the run read
 
 
 def main() -> None:

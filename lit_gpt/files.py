@@ -1,7 +1,7 @@
 """Reading user-supplied files (text, checkpoints) with one clear error for each way they can be wrong."""
 
-import functools
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,23 +58,41 @@ def read_checkpoint(path: str | os.PathLike, for_resume: bool = False) -> dict[s
     return ckpt
 
 
+KEEP_SECONDS = 60.0  # how long a read is kept for the next caller (a run's setup asks within seconds)
+_kept: dict[str, Any] = {}  # the last read: {"key": (path, inode, size, mtime), "ckpt": ..., "time": ...}
+
+
 def load_file(path: str | os.PathLike) -> Any:
-    """``torch.load`` of a checkpoint file on the CPU, plain types only, once for each version of the file: a run asks
-    one checkpoint for its vocabulary, its model settings and its weights, and the answer is the same read.
+    """``torch.load`` of a checkpoint file on the CPU, plain types only. A run asks one checkpoint for its vocabulary,
+    its model settings and its weights within seconds: the last read is kept for the next caller, the same version of
+    the same file within ``KEEP_SECONDS``, and each caller gets its own dicts and lists (the tensors are shared), so
+    one caller's change is not the next one's. ``forget`` lets it go (a long-lived server, once it has its model).
 
     Memory-mapped, so checking a 129 MB checkpoint's hyper-parameters reads only what is looked at. Not on Windows,
     where a mapped file cannot be replaced (a resumed run rewrites the last.ckpt it started from): there each call
-    reads the file, since a kept copy would hold all of it in memory for as long as the process runs."""
+    reads the file."""
     if on_windows():
         return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     stat = os.stat(path)
-    return _load_version(os.path.realpath(path), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    key, now = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns), time.monotonic()
+    if _kept.get("key") != key or now - _kept["time"] > KEEP_SECONDS:
+        forget()
+        _kept.update(key=key, ckpt=torch.load(path, map_location="cpu", weights_only=True, mmap=True), time=now)
+    return own_containers(_kept["ckpt"])
 
 
-@functools.lru_cache(maxsize=2)
-def _load_version(path: str, version: tuple[int, int, int]) -> Any:
-    """``load_file``'s memory-mapped read, kept per version of the file (its inode, size and time)."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+def forget() -> None:
+    """Let the kept read go, and with it its memory map (which would keep a deleted or replaced file's space)."""
+    _kept.clear()
+
+
+def own_containers(obj: Any) -> Any:
+    """A copy of ``obj``'s dicts, lists and tuples, with the same tensors and values in them."""
+    if isinstance(obj, dict):
+        return {k: own_containers(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(own_containers(v) for v in obj)
+    return obj
 
 
 @contextmanager

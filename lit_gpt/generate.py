@@ -25,7 +25,7 @@ import torch.nn as nn
 from lit_gpt.config import GPTConfig
 from lit_gpt.decoder import Decoder, Row
 from lit_gpt.errors import LitGPTError
-from lit_gpt.files import model_weights, read_checkpoint
+from lit_gpt.files import forget, model_weights, read_checkpoint
 from lit_gpt.model import build_model
 from lit_gpt.sampling import DEFAULTS, RowSettings, Sampling, check_sampling_args, choose, draw_noise  # noqa: F401
 from lit_gpt.tokenizer import CharTokenizer
@@ -64,6 +64,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     config, tokenizer = GPTConfig(**hparams["config"]), CharTokenizer(hparams["vocab"])
     model = build_model(hparams["arch"], config)
     model.load_state_dict(model_weights(ckpt))
+    forget()  # the model holds its weights now: the file's memory map can go
     return model.to(device).eval(), tokenizer
 
 

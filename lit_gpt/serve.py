@@ -33,7 +33,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 
 from lit_gpt.decoder import Decoder, Row
 from lit_gpt.errors import LitGPTError
-from lit_gpt.files import read_checkpoint
+from lit_gpt.files import forget, read_checkpoint
 from lit_gpt.generate import TextGenerator, resolve_device
 from lit_gpt.openai_protocol import (
     OpenAIError, StopFilter, check_job, choice_delta, envelope, final_choice, model_card, sse, usage,
@@ -474,6 +474,7 @@ def build_server(checkpoint: str, device: str = "auto", workers: int = 1, timeou
     """The LitServer for ``checkpoint``, read here once (its vocabulary and window for the checks): one ``error:``
     line if it is not a lit_gpt checkpoint, here rather than in a worker. ``window_shift`` -1: the default."""
     hparams = read_checkpoint(checkpoint)["hyper_parameters"]
+    forget()  # this process serves for as long as it runs: it keeps no map of the file
     block_size = hparams["config"]["block_size"]
     if window_shift == -1:
         window_shift = default_window_shift(block_size)

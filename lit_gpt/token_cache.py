@@ -13,9 +13,10 @@ cache whose files disagree with each other (damaged, truncated) is rebuilt.
 import codecs
 import glob
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -105,15 +106,25 @@ def encode_chunks(files: Sequence[Path], separator: str, vocab: Sequence[str], o
     lookup = np.full(MAX_CODE_POINT, -1, dtype=np.int32)  # code point -> id
     lookup[[ord(c) for c in vocab]] = np.arange(len(vocab))
     dtype, n = id_dtype(len(vocab)), 0
-    for chunk in read_chunks(files, separator):
+    chunks = read_chunks(files, separator)
+    for chunk in chunks:
         ids = lookup[code_points(chunk)]  # (len(chunk),)
         if (ids < 0).any():
-            unknown = list(dict.fromkeys(chunk[i] for i in np.flatnonzero(ids < 0)[:1000]))
+            unknown = all_unknown(itertools.chain([chunk], chunks), set(vocab))  # read to the end, for the count
             raise LitGPTError(unknown_characters(unknown, f"of the text are not in the checkpoint's vocabulary of "
                                                           f"{len(vocab)}"))
         out.write(ids.astype(dtype).tobytes())
         n += len(ids)
     return n
+
+
+def all_unknown(chunks: Iterable[str], vocab: set[str]) -> list[str]:
+    """Every distinct character of ``chunks`` outside ``vocab``, in the order they first appear."""
+    unknown: dict[str, None] = {}
+    for chunk in chunks:
+        for ch in sorted(set(chunk) - vocab - unknown.keys(), key=chunk.index):
+            unknown[ch] = None
+    return list(unknown)
 
 
 def content_key(files: Sequence[Path], separator: str, vocab: Optional[Sequence[str]]) -> str:

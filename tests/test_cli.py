@@ -3,6 +3,7 @@
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 import yaml
 
 from helpers import assert_one_line_error, fit_args
-from lit_gpt.cli import cli_main
+from lit_gpt.cli import GPTLightningCLI, cli_main
 from lit_gpt.sample_cli import main as sample_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -397,7 +398,21 @@ def test_a_run_reads_a_checkpoint_once(debug_run: dict, tmp_path: Path, monkeypa
 
     reads, load = [], torch.load
     monkeypatch.setattr(torch, "load", lambda f, *args, **kwargs: reads.append(str(f)) or load(f, *args, **kwargs))
-    files._load_version.cache_clear()
+    files.forget()
     cli_main(fit_args(debug_run["corpus"], tmp_path, "--model.init_from", str(debug_run["last"]),
                       "--trainer.max_steps", "2", "--trainer.val_check_interval", "2"))
     assert reads.count(os.path.realpath(debug_run["last"])) == 1
+
+
+def test_args_from_python_are_not_warned_about_beside_sys_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """A bench's own options or a notebook kernel's (``-f kernel.json``) in sys.argv while the run's arguments come
+    from Python: no warning about sys.argv (LightningCLI's), on stderr or as a warning."""
+    import warnings
+
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/tmp/kernel-1.json"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GPTLightningCLI(fit_args(None, tmp_path)[1:], run=False)  # run=False: no subcommand
+    assert not [w for w in caught if "sys.argv" in str(w.message)]
+    assert "sys.argv" not in capsys.readouterr().err

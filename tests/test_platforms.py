@@ -98,7 +98,7 @@ def test_on_windows_checkpoints_are_read_without_a_memory_map(tmp_path: Path, mo
     for windows in (False, True):
         monkeypatch.setattr(files, "on_windows", lambda: windows)
         for read in (files.read_checkpoint, checkpointing.checkpoint_step):
-            files._load_version.cache_clear()  # a file is read once per process: read it again
+            files.forget()  # the last read is kept for the next caller: read it again
             read(last)
     assert seen == [True, True, False, False]
 
@@ -285,3 +285,39 @@ def test_a_signal_before_the_first_step_is_one_line(signum: int, corpus_path: Pa
     assert err.strip() == f"error: {signal.Signals(signum).name} before training started; nothing was written"
     assert not list(runs.rglob("*.ckpt"))
     assert signal.getsignal(signum) == before  # the handlers are put back
+
+
+def test_a_kept_checkpoint_read_is_each_callers_own_and_lets_the_file_go(debug_run: dict, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two callers within KEEP_SECONDS share one read, but not its dicts; past it, or once a generator has its
+    model, the file is read again and no memory map keeps a deleted checkpoint's space."""
+    import gc
+    import shutil
+    import time as clock_module
+
+    from lit_gpt.generate import TextGenerator
+
+    path = tmp_path / "copy.ckpt"
+    shutil.copy(debug_run["last"], path)
+    reads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(1) or real_load(*a, **k))
+    files.forget()
+    first = files.read_checkpoint(path)
+    first["hyper_parameters"]["vocab"].append("#")
+    first["hyper_parameters"]["config"]["n_layer"] = 99
+    second = files.read_checkpoint(path)
+    assert len(reads) == 1 and "#" not in second["hyper_parameters"]["vocab"]
+    assert second["hyper_parameters"]["config"]["n_layer"] == 2
+    now = clock_module.monotonic()
+    monkeypatch.setattr(files.time, "monotonic", lambda: now + files.KEEP_SECONDS + 1)
+    files.read_checkpoint(path)
+    assert len(reads) == 2  # kept no longer than KEEP_SECONDS
+    monkeypatch.undo()
+    del first, second  # this test's own references to the mapped tensors
+    generator = TextGenerator.from_checkpoint(path, "cpu")
+    path.unlink()
+    gc.collect()
+    maps = Path("/proc/self/maps")
+    if maps.is_file():
+        assert str(path) not in maps.read_text()  # no mapping of the deleted file is left
+    assert generator.tokenizer.chars  # while the model it read lives on

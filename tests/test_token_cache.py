@@ -204,3 +204,16 @@ print(len(built), len(ids), "fcntl" in sys.modules and sys.modules["fcntl"] is n
     assert all(p.returncode == 0 for p in procs)
     assert sorted(int(o[0]) for o in outputs) == [0, 1] and outputs[0][1:] == outputs[1][1:]
     assert outputs[0][1:] == [str(len(path.read_text(encoding="utf-8"))), "False"]
+
+
+def test_every_unknown_character_of_the_text_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over 1000 unknown characters in the first chunk, then others in the first chunk past them and in later chunks:
+    the count is of every distinct one in the text (it was of the first 1000 positions of the first bad chunk)."""
+    import lit_gpt.token_cache as token_cache
+
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 4096)
+    path = tmp_path / "t.txt"
+    path.write_text("ab" + "x" * 1500 + "y" + "a" * 5000 + "z" + "b" * 5000 + "\u00e9", encoding="utf-8")
+    with pytest.raises(LitGPTError, match=r"4 character\(s\) of the text are not in the checkpoint's vocabulary of "
+                                          r"2: 'x', 'y', 'z', '\u00e9'$"):
+        load_tokens(path, tmp_path / "cache", vocab=list("ab"))
