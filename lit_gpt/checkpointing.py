@@ -23,7 +23,7 @@ from lit_gpt.errors import (
     CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, failed_write, signal_name,
 )
 from lit_gpt.files import load_file, on_windows, replaced_atomically
-from lit_gpt.steps import completes_step, logged_step_done
+from lit_gpt.steps import completes_step, every_n_done, logged_step_done, validation_follows
 
 clock = time.monotonic  # the periodic checkpoint's clock (a test replaces it with a fake one)
 
@@ -187,9 +187,9 @@ class PeriodicCheckpoint(Callback):
             return  # inside a gradient accumulation: not a state a run can resume from
         time_due = self.every_n_seconds is not None and clock() - self._last_write >= self.every_n_seconds
         stop, time_due = self._agree(trainer, time_due, batch_idx)
-        if self._validation_follows(trainer):
+        if validation_follows(trainer):
             return  # the validation right after this step writes last.ckpt, and stops if asked to
-        step_due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+        step_due = every_n_done(trainer, self.every_n_steps)
         if stop or time_due or step_due:
             self._write(trainer)
         self._stopping = stop  # same on every process; another process's signal stops this one too, as itself
@@ -218,14 +218,6 @@ class PeriodicCheckpoint(Callback):
             return  # this step is already in last.ckpt (e.g. training ended right after a validation)
         trainer.save_checkpoint(self.last_path, weights_only=False)  # the full state: weights, optimizer, loops
         self._saved_step, self._last_write = trainer.global_step, clock()
-
-    @staticmethod
-    def _validation_follows(trainer: L.Trainer) -> bool:
-        """Whether a step-based validation runs right after this training step."""
-        if not trainer.enable_validation or trainer.check_val_every_n_epoch is not None:
-            return False
-        interval = trainer.val_check_batch  # training batches between validations
-        return isinstance(interval, int) and (trainer.fit_loop.total_batch_idx + 1) % interval == 0
 
 
 def last_checkpoint(trainer: L.Trainer) -> Path:

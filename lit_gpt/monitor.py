@@ -31,7 +31,7 @@ class TrainingMonitor(Callback):
     Args:
         log_samples: Log generated text at every validation (TEXT tab, tag ``samples``).
         sample_prompt: Prompt of the samples; characters missing from the vocabulary are dropped.
-        sample_length: Characters generated per sample.
+        sample_length: Characters generated per sample (fewer than sample.py's 500: one is drawn at every validation).
         sample_temperature: Sampling temperature (0 = greedy).
         sample_top_k: Sample from the k most likely characters only (null: all).
         sample_seed: Seed of the samples: the same at every validation, so the text shows what the model learned.

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Optional
 
-from lit_gpt.generate import DEFAULTS
+from lit_gpt.sampling import DEFAULTS, LOWEST
 from lit_gpt.tokenizer import CharTokenizer, unknown_characters
 
-LIMITS = {"prompt": 10_000, "max_tokens": 10_000, "n": 16, "stop": 4}  # the stated limits of a request
+LIMITS = {"prompt": 10_000, "max_tokens": 10_000, "n": 16, "stop": 4, "temperature": 100}  # a request's stated limits
 # Where a request leaves a setting out, sample.py's (OpenAI's defaults would give other text for the same seed); but
 # max_tokens is OpenAI's 16 for completions, and sample.py's for a chat turn, which ends at its blank line anyway.
 MAX_TOKENS = {"text_completion": 16, "chat.completion": DEFAULTS.max_new_tokens}
@@ -71,8 +71,8 @@ def check_job(body: Any, kind: str, tokenizer: CharTokenizer, model: str, block_
     prompts = check_prompts(body) if kind == "text_completion" else [chat_prompt(body)]
     for prompt in prompts:
         check_characters(prompt, tokenizer, "prompt" if kind == "text_completion" else "messages")
-    max_tokens = get.integer("max_completion_tokens", None, 1, LIMITS["max_tokens"]) if kind == "chat.completion" \
-        else None
+    max_tokens = get.integer("max_completion_tokens", None, LOWEST["max_new_tokens"], LIMITS["max_tokens"]) \
+        if kind == "chat.completion" else None
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
     if not isinstance(stops, list) or len(stops) > LIMITS["stop"] or not all(isinstance(s, str) and s for s in stops):
@@ -81,16 +81,17 @@ def check_job(body: Any, kind: str, tokenizer: CharTokenizer, model: str, block_
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise OpenAIError("stream_options must be an object, e.g. {\"include_usage\": true}", "stream_options")
-    top_p = get.number("top_p", DEFAULTS.top_p, 0, 1, low_open=True)
+    top_p = get.number("top_p", DEFAULTS.top_p, LOWEST["top_p"], 1, low_open=True)
     seed = get.integer("seed", None, 0, 2**63 - 1)
     return {
         "object": kind, "id": f"{'cmpl' if kind == 'text_completion' else 'chatcmpl'}-{uuid.uuid4().hex[:24]}",
         "created": int(time.time()), "model": model, "prompts": prompts,
-        "n": get.integer("n", 1, 1, LIMITS["n"]),
-        "max_tokens": max_tokens or get.integer("max_tokens", MAX_TOKENS[kind], 1, LIMITS["max_tokens"]),
-        "temperature": get.number("temperature", DEFAULTS.temperature, 0, 100),
+        "n": get.integer("n", 1, LOWEST["num_samples"], LIMITS["n"]),
+        "max_tokens": max_tokens or get.integer("max_tokens", MAX_TOKENS[kind], LOWEST["max_new_tokens"],
+                                                LIMITS["max_tokens"]),
+        "temperature": get.number("temperature", DEFAULTS.temperature, LOWEST["temperature"], LIMITS["temperature"]),
         "top_k": None if "top_k" in body and body["top_k"] is None  # null: every character (an extension)
-        else get.integer("top_k", DEFAULTS.top_k, 1, None),
+        else get.integer("top_k", DEFAULTS.top_k, LOWEST["top_k"], None),
         "top_p": None if top_p == 1 else top_p,  # 1 keeps every character: no filter, the same text as without it
         "seed": random.randrange(2**31) if seed is None else seed,
         "stop": stops + ([TURN_END] if kind == "chat.completion" else []),

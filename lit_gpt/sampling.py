@@ -16,8 +16,10 @@ from lit_gpt.errors import LitGPTError
 @dataclass(frozen=True)
 class Sampling:
     """What a sample is drawn with where its caller leaves a setting out: sample.py, the server and the samples in
-    TensorBoard alike, so the same seed gives the same text everywhere. (OpenAI's protocol differs on purpose in two:
-    ``max_tokens`` 16 for a completion, and a random seed where a request gives none: lit_gpt/openai_protocol.py.)"""
+    TensorBoard alike, so the same seed gives the same text everywhere. Where they differ, on purpose: OpenAI's protocol
+    gives a completion 16 characters (``max_tokens``, its own default) and a random seed where a request gives none
+    (lit_gpt/openai_protocol.py); the samples at every validation are 300 characters, to keep a validation short
+    (lit_gpt/monitor.py)."""
 
     max_new_tokens: int = 500
     temperature: float = 0.8
@@ -32,18 +34,20 @@ DEFAULTS = Sampling()
 TIE = 1e-5
 
 
+# The lowest value of each setting that can sample (top_p: above 0, and at most 1), for sample.py's checks and the
+# server's (which add the stated limits of a request).
+LOWEST = {"max_new_tokens": 1, "num_samples": 1, "temperature": 0.0, "top_k": 1, "top_p": 0.0}
+
+
 def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
                         num_samples: int = 1) -> None:
     """Raise a one-line error for settings that cannot sample."""
-    if max_new_tokens < 1:
-        raise LitGPTError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if num_samples < 1:
-        raise LitGPTError(f"num_samples must be at least 1, got {num_samples}")
-    if temperature < 0:
+    for name, value in (("max_new_tokens", max_new_tokens), ("num_samples", num_samples), ("top_k", top_k)):
+        if value is not None and value < LOWEST[name]:
+            raise LitGPTError(f"{name} must be at least {LOWEST[name]}, got {value}")
+    if temperature < LOWEST["temperature"]:
         raise LitGPTError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise LitGPTError(f"top_k must be at least 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
+    if top_p is not None and not LOWEST["top_p"] < top_p <= 1.0:
         raise LitGPTError(f"top_p must be in (0, 1], got {top_p}")
 
 

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window_shift", default="auto",
                         help="for text past the model's block_size, where a request gives no window_shift: 'auto' "
                              "(block_size / 2: every character sees at least half the window, at about two cached "
-                             "positions per character), K (as sample.py's --window_shift K), or 'exact' (every character sees "
+                             "positions per character), K (as sample.py's --window_shift K), or 'exact' (every "
+                             "character sees "
                              "the last block_size; past the window each character recomputes it, and a batch gains "
                              "nothing there). The text for a seed is sample.py's with the same --window_shift")
     parser.add_argument("--timeout", type=float, default=120.0,

@@ -26,6 +26,20 @@ def is_log_step(trainer: L.Trainer, step: int) -> bool:
     return (step + 1) % trainer.log_every_n_steps == 0
 
 
+def every_n_done(trainer: L.Trainer, n: int) -> bool:
+    """In ``on_train_batch_end`` of a batch that completed its step: whether that is step ``n``, ``2n``, ... (counted
+    from 1: ``trainer.global_step`` after it)."""
+    return n > 0 and trainer.global_step % n == 0
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """In ``on_train_batch_end``: whether Lightning runs a step-based validation right after this training batch."""
+    if not trainer.enable_validation or trainer.check_val_every_n_epoch is not None:
+        return False
+    interval = trainer.val_check_batch  # training batches between validations
+    return isinstance(interval, int) and (trainer.fit_loop.total_batch_idx + 1) % interval == 0
+
+
 def logged_step_done(trainer: L.Trainer, batch_idx: int) -> bool:
     """In ``on_train_batch_end``: whether the batch completed an optimizer step whose metrics reach the logger (where
     processes meet anyway, and where the logger reads values off the device)."""

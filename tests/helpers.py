@@ -16,6 +16,8 @@ import torch
 import pytest
 from lightning.pytorch.callbacks import Callback
 
+from lit_gpt.checkpointing import checkpoint_step
+
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
 
@@ -32,6 +34,13 @@ def fit_args(corpus: Optional[Path], runs: Path, *extra: str, config: str = DEBU
 def callback(class_path: str, **init_args) -> str:
     """The argument that adds a callback to the Trainer's: ``--trainer.callbacks+={"class_path": ...}``."""
     return "--trainer.callbacks+=" + json.dumps({"class_path": class_path, "init_args": init_args})
+
+
+def events(run_dir: Path):
+    """The TensorBoard events of a run's folder, every scalar, image and text kept (an EventAccumulator)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(str(run_dir), size_guidance={"images": 0, "tensors": 0, "scalars": 0}).Reload()
 
 
 def free_port() -> int:
@@ -107,21 +116,6 @@ def read_losses(path: Path) -> dict[tuple[str, int], str]:
         kind, step, value, _ = line.split()
         out[(kind, int(step))] = value
     return out
-
-
-class WindowRecorder(Callback):
-    """Write each rank's training windows (the first token index sequence of every row) to <dir>/rank<r>.json."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.windows: list[list[list[int]]] = []
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
-        self.windows.append(batch[0].tolist())
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path = Path(self.directory) / f"rank{trainer.global_rank}.json"
-        path.write_text(json.dumps(self.windows))
 
 
 class LocalValCounts(Callback):
@@ -218,13 +212,14 @@ class GraphCounter(Callback):
 
 
 class WindowLog(Callback):
-    """Append the training windows of every step (``step`` and ``batch[0]`` as lists) to a JSON-lines file."""
+    """Append the training windows of every step (``step`` and ``batch[0]`` as lists) to a JSON-lines file, one per
+    process: ``{rank}`` in ``path`` is the process's rank."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
-        with open(self.path, "a") as f:
+        with open(self.path.format(rank=trainer.global_rank), "a") as f:
             f.write(json.dumps({"step": trainer.global_step, "x": batch[0].tolist()}) + "\n")
 
 
@@ -245,7 +240,7 @@ class KeepLastCopies(Callback):
         if not self.last.is_file() or self.last.stat().st_mtime_ns == self._seen:
             return
         self._seen = self.last.stat().st_mtime_ns
-        step = torch.load(self.last, weights_only=True, map_location="cpu")["global_step"]
+        step = checkpoint_step(self.last)
         self.copies.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.last, self.copies / f"step={step}.ckpt")
 
@@ -283,18 +278,18 @@ class FakeSlowValidation(Callback):
             FAKE_TIME["now"] += self.seconds
 
 
-class SlowSteps(Callback):
-    """Sleep ``seconds`` before every training step from ``from_step`` on: a window in which to send signals. With
-    ``announce``, that file is created as the first sleep begins (a test polls for it)."""
+class HeldStep(Callback):
+    """Hold the training step ``step`` (0-based) before it runs until the file ``release`` exists (at most
+    ``timeout`` seconds), having created ``announce``: the test sends its signals while the run is held, with no race
+    against a clock."""
 
-    def __init__(self, seconds: float, from_step: int = 0, announce: Optional[str] = None) -> None:
-        self.seconds, self.from_step, self.announce = seconds, from_step, announce
+    def __init__(self, step: int, announce: str, release: str, timeout: float = 120.0) -> None:
+        self.step, self.announce, self.release, self.timeout = step, announce, release, timeout
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
-        if trainer.global_step >= self.from_step:
-            if self.announce is not None:
-                Path(self.announce).touch()
-            time.sleep(self.seconds)
+        if trainer.global_step == self.step:
+            Path(self.announce).touch()
+            wait_until(Path(self.release).exists, timeout=self.timeout, interval=0.01)
 
 
 class SignalAtFitStart(Callback):

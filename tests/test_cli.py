@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from helpers import assert_one_line_error, fit_args
+from helpers import ROOT, assert_one_line_error, fit_args
+from lit_gpt.checkpointing import checkpoint_step
 from lit_gpt.cli import GPTLightningCLI, cli_main
 from lit_gpt.sample_cli import main as sample_main
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 LECTURE = sorted((ROOT / "configs" / "lecture").glob("*.yaml"))
 
@@ -88,7 +88,7 @@ def test_rerun_resumes_from_last(debug_run: dict, tmp_path: Path) -> None:
     (runs / "debug" / "config.yaml").write_text("# left by an earlier run\n")
     cli = cli_main(fit_args(debug_run["corpus"], runs, "--trainer.max_steps", "30", "--ckpt_path", "last"))
     assert cli.trainer.global_step == 30
-    assert torch.load(runs / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
+    assert checkpoint_step(runs / "debug" / "checkpoints" / "last.ckpt") == 30
 
 
 def test_bigram_fit_lowers_the_loss(synthetic_path: Path, tmp_path: Path) -> None:

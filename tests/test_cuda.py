@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import GraphCounter, callback, fit_args, read_losses, read_windows
+from helpers import GraphCounter, callback, events, fit_args, read_losses, read_windows
 from lit_gpt.cli import cli_main
 from lit_gpt.config import GPTConfig
 from lit_gpt.generate import TextGenerator
@@ -46,8 +46,6 @@ def test_validations_with_the_monitor_compile_nothing_new(corpus_path: Path, tmp
 def test_the_gpu_recipe_path_is_on(corpus_path: Path, tmp_path: Path) -> None:
     """What the GPU recipe promises, seen from inside a run: bf16-mixed, TF32, fused AdamW, pinned host batches,
     a compiled model, and MFU in TensorBoard (Lightning knows the GPU's peak)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     cli = cli_main(fit_args(corpus_path, tmp_path, "--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed",
                             "--trainer.max_steps", "20", "--throughput.window_size", "5"))
     trainer, module = cli.trainer, cli.model
@@ -56,8 +54,7 @@ def test_the_gpu_recipe_path_is_on(corpus_path: Path, tmp_path: Path) -> None:
     assert trainer.optimizers[0].defaults["fused"] is True
     assert trainer.train_dataloader.pin_memory
     assert getattr(module, "_compiled", False)  # model.compile is null in the recipe: on by default on CUDA
-    events = EventAccumulator(str(tmp_path / "debug")).Reload()
-    mfu = [e.value for e in events.Scalars("train/device/mfu")]
+    mfu = [e.value for e in events(tmp_path / "debug").Scalars("train/device/mfu")]
     assert mfu and all(0 < v < 1 for v in mfu), mfu
 
 

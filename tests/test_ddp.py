@@ -1,11 +1,10 @@
 """Two CPU processes (ddp_spawn, gloo): each rank draws its own windows, and val_loss does not depend on the count."""
 
-import json
 from pathlib import Path
 
 import pytest
 
-from helpers import callback, fit_args
+from helpers import callback, fit_args, read_windows
 from lit_gpt.cli import cli_main
 
 pytestmark = pytest.mark.slow  # each test starts two processes
@@ -13,9 +12,8 @@ pytestmark = pytest.mark.slow  # each test starts two processes
 
 def test_ddp_ranks_draw_different_windows(corpus_path: Path, tmp_path: Path) -> None:
     cli_main(fit_args(corpus_path, tmp_path / "runs", "--trainer.max_steps", "8", "--trainer.strategy", "ddp_spawn",
-                      "--trainer.devices", "2", callback("helpers.WindowRecorder", directory=str(tmp_path))))
-    rank0 = json.loads((tmp_path / "rank0.json").read_text())
-    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+                      "--trainer.devices", "2", callback("helpers.WindowLog", path=str(tmp_path / "rank{rank}.jsonl"))))
+    rank0, rank1 = (list(read_windows(tmp_path / f"rank{r}.jsonl").values()) for r in (0, 1))
     assert len(rank0) == len(rank1) == 8
     batches0 = {tuple(map(tuple, batch)) for batch in rank0}
     batches1 = {tuple(map(tuple, batch)) for batch in rank1}

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
 from lit_gpt.cli import cli_main
 from lit_gpt.files import read_checkpoint
 from lit_gpt.sample_cli import main as sample_main
 from lit_gpt.openai_protocol import check_job
 from lit_gpt.tokenizer import CharTokenizer
-from lit_gpt.serve import ROUTES
-from lit_gpt.serve_cli import build_parser as serve_parser
+from lit_gpt.serve import ROUTES, build_server
+from lit_gpt.serve_cli import build_parser as serve_parser, window_shift_arg
 
-ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 STARTS = ("python ", "python3 ", "pip ", "bash ", "tensorboard ", "torchrun ", "curl ", "lit-gpt-", "srun ",
           "for ", "FAULT_SEED=", "MASTER_ADDR=", "GPU_CHECK_DRY=", "LIT_GPT_TEST_SYNTHETIC=", "LIT_GPT_SCREENSHOT=", "/usr/bin/time ")
@@ -113,8 +113,11 @@ def check(command: str, checkpoint: Path, capsys: pytest.CaptureFixture) -> None
                 with pytest.raises(SystemExit) as exit_info, redirect_stdout(io.StringIO()):
                     serve_parser().parse_args(args)
                 assert exit_info.value.code == 0
-            else:
-                serve_parser().parse_args(args)
+                return
+            parsed = serve_parser().parse_args(args)  # then the server it builds (started by tests/test_serve.py)
+            server = build_server(str(checkpoint), "cpu", parsed.workers, parsed.timeout, parsed.max_batch,
+                                  window_shift_arg(parsed.window_shift))
+            assert (server.settings["workers"], server.settings["max_batch"]) == (parsed.workers, parsed.max_batch)
             return
         if script.startswith("bench/"):
             return check_bench(script, args)

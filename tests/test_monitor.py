@@ -9,23 +9,13 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import fit_args, read_losses
+from helpers import events, fit_args, read_losses
 from lit_gpt.cli import cli_main
 from lit_gpt.config import GPTConfig
 from lit_gpt.model import GPT
 from lit_gpt.module import LitGPT
 from lit_gpt.attention_image import VIRIDIS, attention_image, colorize
 from lit_gpt.throughput import flops_per_batch
-
-def fit(corpus: Path, runs: Path, *extra: str):
-    return cli_main(fit_args(corpus, runs, *extra))
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    ea = EventAccumulator(str(run_dir), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
-    ea.Reload()
-    return ea
-
 
 @pytest.fixture(scope="module")
 def run(debug_run: dict) -> EventAccumulator:
@@ -98,8 +88,8 @@ def test_attention_image_draws_the_upper_triangle_empty() -> None:
 
 
 def test_everything_switches_off(corpus_path: Path, tmp_path: Path) -> None:
-    fit(corpus_path, tmp_path, "--monitor.log_samples", "false", "--monitor.log_attention", "false",
-        "--monitor.log_grad_norm", "false")
+    cli_main(fit_args(corpus_path, tmp_path, "--monitor.log_samples", "false", "--monitor.log_attention", "false",
+        "--monitor.log_grad_norm", "false"))
     ea = events(tmp_path / "debug")
     assert not ea.Tags()["images"] and not ea.Tags()["tensors"]
     assert "grad_norm" not in ea.Tags()["scalars"] and "val_loss" in ea.Tags()["scalars"]
@@ -107,7 +97,7 @@ def test_everything_switches_off(corpus_path: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_monitor_under_ddp_runs_on_rank_zero_without_hanging(corpus_path: Path, tmp_path: Path) -> None:
-    fit(corpus_path, tmp_path, "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2")
+    cli_main(fit_args(corpus_path, tmp_path, "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2"))
     ea = events(tmp_path / "debug")
     assert len(ea.Tensors("samples/text_summary")) == 2  # written once per validation, by rank 0
     assert len(ea.Images("attention/layer0")) == 2
@@ -115,8 +105,8 @@ def test_monitor_under_ddp_runs_on_rank_zero_without_hanging(corpus_path: Path, 
 
 def test_metrics_are_logged_every_log_every_n_steps_with_exact_counts(corpus_path: Path, tmp_path: Path) -> None:
     record = tmp_path / "losses.txt"
-    fit(corpus_path, tmp_path, "--trainer.log_every_n_steps", "5", "--throughput.peak_flops", "1e12",
-        f'--trainer.callbacks+={{"class_path": "helpers.LossRecorder", "init_args": {{"path": "{record}"}}}}')
+    cli_main(fit_args(corpus_path, tmp_path, "--trainer.log_every_n_steps", "5", "--throughput.peak_flops", "1e12",
+        f'--trainer.callbacks+={{"class_path": "helpers.LossRecorder", "init_args": {{"path": "{record}"}}}}'))
     ea = events(tmp_path / "debug")
     logged = [4, 9, 14, 19]  # 0-based steps 5, 10, 15, 20
     assert [e.step for e in ea.Scalars("train_loss")] == logged
@@ -145,9 +135,9 @@ def test_throughput_leaves_validation_time_out(corpus_path: Path, tmp_path: Path
     import lit_gpt.throughput
 
     monkeypatch.setattr(lit_gpt.throughput, "clock", lambda: helpers.FAKE_TIME["now"])
-    fit(corpus_path, tmp_path, "--trainer.log_every_n_steps", "5",
+    cli_main(fit_args(corpus_path, tmp_path, "--trainer.log_every_n_steps", "5",
         '--trainer.callbacks+={"class_path": "helpers.FakeClock", "init_args": {"seconds_per_step": 0.1}}',
-        '--trainer.callbacks+={"class_path": "helpers.FakeSlowValidation", "init_args": {"seconds": 0.4}}')
+        '--trainer.callbacks+={"class_path": "helpers.FakeSlowValidation", "init_args": {"seconds": 0.4}}'))
     train_time = events(tmp_path / "debug").Scalars("train/time")[-1].value
     assert train_time == pytest.approx(2.0)
 
@@ -162,10 +152,11 @@ def test_with_gradient_accumulation_throughput_and_the_guard_act_once_per_logged
     check = NonFiniteGuard.check
     monkeypatch.setattr(NonFiniteGuard, "check", lambda self, trainer: checked.append(trainer.global_step) or
                         check(self, trainer))
-    fit(corpus_path, tmp_path / "one", "--trainer.log_every_n_steps", "5")
+    cli_main(fit_args(corpus_path, tmp_path / "one", "--trainer.log_every_n_steps", "5"))
     once, checked[:] = list(checked), []
-    fit(corpus_path, tmp_path / "two", "--trainer.log_every_n_steps", "5", "--trainer.accumulate_grad_batches", "2",
-        "--trainer.val_check_interval", "20")  # batches: a validation every 10 optimizer steps, as in the first run
+    cli_main(fit_args(corpus_path, tmp_path / "two", "--trainer.log_every_n_steps", "5",
+                      "--trainer.accumulate_grad_batches", "2",
+                      "--trainer.val_check_interval", "20"))  # batches: every 10 optimizer steps, as before
     assert checked == once and 5 in once  # the same optimizer steps (logged steps and saves), each once
     ea = events(tmp_path / "two" / "debug")
     assert [e.step for e in ea.Scalars("train/device/items_per_sec")] == [9, 14, 19]

@@ -15,14 +15,11 @@ from unittest import mock
 import pytest
 import torch
 
-from helpers import DEBUG, fit_args
+from helpers import DEBUG, ROOT, fit_args
 from lit_gpt.cli import GPTLightningCLI, cli_main
 from lit_gpt.config import GPTConfig
 from lit_gpt.model import GPT
 from lit_gpt.progress import StepProgressBar, cpu_step_seconds
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def run_in_terminal(args: list[str]) -> tuple[int, bytes]:
     """``train.py`` with a terminal (a pseudo-terminal) as its stdout and stderr: (exit status, what it wrote)."""

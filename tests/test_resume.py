@@ -15,13 +15,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import assert_one_line_error, callback, fit_args, read_losses, start_process as start, wait_until
-from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint
+from helpers import (
+    ROOT, assert_one_line_error, callback, events, fit_args, read_losses, start_process as start, wait_until,
+)
+from lit_gpt.checkpointing import AtomicCheckpointIO, PeriodicCheckpoint, checkpoint_step
 from lit_gpt.errors import CheckpointWriteError, TrainingStopped
 from lit_gpt.cli import cli_main
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def args(corpus: Path, runs: Path, record: Path, *extra: str) -> list[str]:
     """30 steps of the debug recipe, last.ckpt every 4, every loss recorded in ``record``."""
@@ -192,10 +191,8 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(corpu
 
 def tensorboard_points(run_dir: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} from every event file of a run directory, in the order they were written."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags}
+    run = events(run_dir)
+    return {tag: [(e.step, e.value) for e in run.Scalars(tag)] for tag in tags}
 
 
 LOGGED = ("train_loss", "val_loss", "val_bpc", "lr/decay", "grad_norm", "hp_metric")
@@ -256,7 +253,7 @@ def test_sigint_and_sigterm_at_random_moments_save_and_resume_exactly(corpus_pat
         assert len(lines) == 1 and "Traceback" not in log.read_text(), log.read_text()[-2000:]
         name, step, path, resume = STOPPED.match(lines[0]).groups()
         assert name == signum.name
-        assert torch.load(path, weights_only=True)["global_step"] == int(step)
+        assert checkpoint_step(path) == int(step)
         assert max(s for _, s in read_losses(record)) == int(step)  # it finished that step, and went no further
         stopped_at.append(int(step))
         cmd = shlex.split(resume)
@@ -273,12 +270,10 @@ def test_a_second_ctrl_c_stops_at_once(corpus_path: Path, tmp_path: Path) -> Non
     once, by SIGINT itself (exit status 130 in a shell), keeping the last complete last.ckpt."""
     record = tmp_path / "r.txt"
     record.touch()
-    sleeping = tmp_path / "sleeping"
-    slow = json.dumps({"class_path": "helpers.SlowSteps",
-                       "init_args": {"seconds": 2.0, "from_step": 8, "announce": str(sleeping)}})
-    proc = start([sys.executable, "train.py", *args(corpus_path, tmp_path, record, f"--trainer.callbacks+={slow}")],
-                 tmp_path / "log")
-    assert wait_until(sleeping.exists)  # steps 1..8 done; step 9 sleeps 2 s before it runs
+    held = tmp_path / "held"
+    hold = callback("helpers.HeldStep", step=8, announce=str(held), release=str(tmp_path / "never"))
+    proc = start([sys.executable, "train.py", *args(corpus_path, tmp_path, record, hold)], tmp_path / "log")
+    assert wait_until(held.exists)  # steps 1..8 done; step 9 is held before it runs, for as long as the test needs
     proc.send_signal(signal.SIGINT)
     assert wait_until(lambda: "SIGINT received" in (tmp_path / "log").read_text())
     proc.send_signal(signal.SIGINT)
@@ -286,7 +281,7 @@ def test_a_second_ctrl_c_stops_at_once(corpus_path: Path, tmp_path: Path) -> Non
     err = (tmp_path / "log").read_text()
     assert "SIGINT again: stopping at once" in err and "Traceback" not in err
     assert max(s for _, s in read_losses(record)) == 8
-    assert torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert checkpoint_step(tmp_path / "debug" / "checkpoints" / "last.ckpt") == 8
 
 
 @pytest.mark.slow
@@ -306,7 +301,7 @@ def test_sigterm_stops_every_ddp_process_at_the_same_step(corpus_path: Path, tmp
     assert len(lines) == 1, (tmp_path / "log").read_text()[-2000:]
     step = int(STOPPED.match(lines[0]).group(2))
     assert step % 5 == 0 and step == max(s for _, s in read_losses(record))
-    assert torch.load(tmp_path / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    assert checkpoint_step(tmp_path / "debug" / "checkpoints" / "last.ckpt") == step
 
     def left_behind() -> list[str]:
         left = []

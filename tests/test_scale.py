@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_one_line_error, callback, fit_args, free_port, read_losses, start_process
+from helpers import ROOT, assert_one_line_error, callback, fit_args, free_port, read_losses, start_process
+from lit_gpt.checkpointing import checkpoint_step
 from lit_gpt.cli import cli_main
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def recorded_args(corpus: Path, runs: Path, record: Path, *extra: str) -> list[str]:
     """The debug recipe, last.ckpt every 4 steps, every rank's batch losses recorded in ``record``."""
@@ -142,7 +140,7 @@ def test_two_nodes_on_loopback_equal_one_node_with_two_devices(corpus_path: Path
     finish(procs, nodes)
     assert_same_run(all_losses(*nodes), one_node_two_devices)
     checkpoints = nodes[0] / "runs" / "debug" / "checkpoints"
-    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 20
+    assert checkpoint_step(checkpoints / "last.ckpt") == 20
     assert len(list(checkpoints.glob("best-*.ckpt"))) == 1
     assert not list(nodes[1].rglob("*.ckpt"))  # global rank 0 writes every checkpoint
 
@@ -155,7 +153,7 @@ def test_torchrun_equals_the_lightning_launcher(corpus_path: Path, tmp_path: Pat
     cmd = train_cmd(corpus_path, "--trainer.strategy", "ddp", "--trainer.devices", "2")
     finish([launch([*torchrun, *cmd[1:]], tmp_path)], [tmp_path])
     assert_same_run(all_losses(tmp_path), one_node_two_devices)
-    assert torch.load(tmp_path / "runs" / "debug" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
+    assert checkpoint_step(tmp_path / "runs" / "debug" / "checkpoints" / "last.ckpt") == 20
 
 
 SLURM_JOB = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "lit_gpt", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",

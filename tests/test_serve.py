@@ -17,12 +17,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import assert_one_line_error, free_port, wait_until
+from helpers import ROOT, assert_one_line_error, free_port, wait_until
 from lit_gpt.sample_cli import SEPARATOR, run as sample_run
 from lit_gpt.serve_cli import main as serve_main
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Server:
@@ -86,7 +83,8 @@ def sampled(checkpoint: Path, prompt: str, max_new_tokens: int, seed: int, windo
     """What ``python sample.py`` prints for these settings (the server's default window shift), less the prompt and
     the closing line."""
     args = SimpleNamespace(checkpoint=str(checkpoint), prompt=prompt, prompt_file=None, max_new_tokens=max_new_tokens,
-                           num_samples=1, temperature=settings.get("temperature", 0.8), top_k=settings.get("top_k", 200),
+                           num_samples=1, temperature=settings.get("temperature", 0.8),
+                           top_k=settings.get("top_k", 200),
                            top_p=settings.get("top_p"), seed=seed, window_shift=window_shift, no_cache=False,
                            device="cpu", compile=False)
     out = io.StringIO()

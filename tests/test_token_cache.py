@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 
 import lit_gpt.token_cache as token_cache
-from helpers import wait_until
+from helpers import ROOT, wait_until
 from lit_gpt.errors import LitGPTError
 from lit_gpt.token_cache import load_tokens
 from lit_gpt.tokenizer import CharTokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def characters(n: int, start: int = 0x20) -> list[str]:
     """``n`` distinct characters that UTF-8 can encode (no surrogates), from ``start`` on."""
