@@ -36,7 +36,7 @@ TIE = 1e-5
 
 # The lowest value of each setting that can sample (top_p: above 0, and at most 1), for sample.py's checks and the
 # server's (which add the stated limits of a request).
-LOWEST = {"max_new_tokens": 1, "num_samples": 1, "temperature": 0.0, "top_k": 1, "top_p": 0.0}
+LOWEST = {"max_new_tokens": 1, "num_samples": 1, "temperature": 0, "top_k": 1, "top_p": 0}
 
 
 def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
