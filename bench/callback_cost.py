@@ -3,35 +3,67 @@ loop over the same model, batches, optimizer, schedule and gradient clipping, in
 
     python bench/callback_cost.py [--config configs/shakespeare_char_cpu.yaml] [--nanogpt_arithmetic] [--repeats 3]
 
-Variants, interleaved in every repeat: the bare loop; Lightning with none of our callbacks and no logger ("Lightning's
-loop"); the recipe as train.py runs it ("every callback"); and the recipe less each callback group in turn (``--<group>
-null``), whose difference from "every callback" is that group's cost. Each: the median step time over ``--steps``
-steps after ``--warmup``; the figures are medians over the repeats.
+Interleaved in every repeat: the bare loop, and the recipe as train.py runs it (validation off) with every hook of
+every callback timed. A group's cost is the time in its per-step hooks (batch start and end, backward, optimizer
+step, zero_grad) over the steps; Lightning's own is what remains of the recipe's step time beyond the bare loop and
+the callbacks (its loop, the module's logging, the logger's writes). Each figure: the median over the repeats of the
+median step (the hooks: of their mean per step) after ``--warmup``.
 """
 
 import argparse
 import contextlib
+import logging
 import os
 import statistics
 import tempfile
 import time
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 import common
 from lit_gpt.assembly import CALLBACKS
+from lit_gpt.progress import plain_output
 from train_speed import NANOGPT_ARITHMETIC, StepClock
 
 
-def lightning(args: argparse.Namespace, extra: list[str]) -> float:
-    """Median seconds per step of the recipe under Lightning's Trainer with ``extra`` options."""
+HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+         "on_before_optimizer_step", "on_before_zero_grad")  # the hooks a callback runs at every step
+
+
+def timed_hooks(callback: Callback, spent: list[float]) -> None:
+    """Wrap the per-step hooks ``callback``'s class defines so that their time adds up in ``spent``."""
+    for hook in HOOKS:
+        if getattr(type(callback), hook) is getattr(Callback, hook):
+            continue
+        real = getattr(callback, hook)
+
+        def timed(*args, real=real, **kwargs):
+            start = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        setattr(callback, hook, timed)
+
+
+def lightning(args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """(median seconds per step, {callback group: seconds per step in its hooks}) of the recipe under the Trainer."""
     with tempfile.TemporaryDirectory() as workdir:
-        cli = common.build_cli(args.config, args.warmup + args.steps, workdir, [*args.overrides, *extra])
+        cli = common.build_cli(args.config, args.warmup + args.steps, workdir, args.overrides)
         clock = StepClock(args.warmup, args.steps)
+        spent: dict[str, list[float]] = {}
+        for callback in cli.trainer.callbacks:
+            group = next((name for name, (cls, _) in CALLBACKS.items() if type(callback) is cls), None)
+            if group is not None:
+                timed_hooks(callback, spent.setdefault(group, [0.0]))
         cli.trainer.callbacks.append(clock)
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), plain_output():
             cli.trainer.fit(cli.model, cli.datamodule)
-    return statistics.median(b - a for a, b in zip(clock.times, clock.times[1:]))
+        steps = cli.trainer.global_step
+    return statistics.median(b - a for a, b in zip(clock.times, clock.times[1:])), \
+        {group: total[0] / steps for group, total in spent.items()}
 
 
 def bare(args: argparse.Namespace) -> float:
@@ -71,22 +103,25 @@ def main() -> None:
     args = parser.parse_args()
     args.overrides = NANOGPT_ARITHMETIC if args.nanogpt_arithmetic else []
     print(common.machine_line(), flush=True)
-    none = [arg for name in CALLBACKS for arg in (f"--{name}", "null")] + ["--trainer.logger", "false"]
-    variants = {"bare PyTorch loop": None, "Lightning's loop": none, "every callback": []}
-    variants.update({f"less {name}": [f"--{name}", "null"] for name in CALLBACKS})
-    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for name in ("lightning.pytorch", "lightning.fabric", "lit_gpt"):  # each run's own lines would bury the figures
+        logging.getLogger(name).setLevel(logging.WARNING)
+    bare_times, full_times, hooks = [], [], {name: [] for name in CALLBACKS}
     for _ in range(args.repeats):
-        for name, extra in variants.items():
-            seconds[name].append(bare(args) if extra is None else lightning(args, extra))
-    median = {name: statistics.median(values) for name, values in seconds.items()}
-    base, full = median["bare PyTorch loop"], median["every callback"]
+        bare_times.append(bare(args))
+        seconds, groups = lightning(args)
+        full_times.append(seconds)
+        for name in CALLBACKS:
+            hooks[name].append(groups.get(name, 0.0))
+    base, full = statistics.median(bare_times), statistics.median(full_times)
+    cost = {name: statistics.median(values) for name, values in hooks.items()}
     print(f"{args.config}{' (nanoGPT arithmetic)' if args.nanogpt_arithmetic else ''}: {args.steps} steps after "
           f"{args.warmup}, median of {args.repeats} interleaved rounds")
-    for name in ("bare PyTorch loop", "Lightning's loop", "every callback"):
-        print(f"  {name:18s} {median[name] * 1e3:7.2f} ms/step   speed {base / median[name]:.3f} of the bare loop")
-    print("  cost of each group (every callback - less it), ms/step:")
+    print(f"  bare PyTorch loop      {base * 1e3:7.2f} ms/step")
+    print(f"  the recipe's Trainer   {full * 1e3:7.2f} ms/step   speed {base / full:.3f} of the bare loop")
+    print(f"    Lightning's own      {(full - base - sum(cost.values())) * 1e3:+7.2f} ms/step (loop, module's logging, "
+          f"logger)")
     for name in CALLBACKS:
-        print(f"    {name:20s} {(full - median[f'less {name}']) * 1e3:+6.2f}")
+        print(f"    {name:20s} {cost[name] * 1e3:+7.2f} ms/step")
 
 
 if __name__ == "__main__":
