@@ -1,8 +1,27 @@
-"""lit_gpt: character-level GPTs trained with PyTorch Lightning."""
+"""lit_gpt: character-level GPTs trained with PyTorch Lightning.
+
+    import lightning as L
+    from lit_gpt import CharDataModule, GPTConfig, LitGPT, TextGenerator
+
+    dm = CharDataModule(block_size=64, batch_size=32)  # tiny Shakespeare, shipped with the package
+    model = LitGPT(GPTConfig(n_layer=4, n_head=4, n_embd=128))  # its vocabulary and window come from the data
+    trainer = L.Trainer(max_steps=300)
+    trainer.fit(model, dm)
+"""
 
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError
 from lit_gpt.model import GPT, Bigram
 from lit_gpt.tokenizer import CharTokenizer
 
-__all__ = ["GPT", "Bigram", "CharTokenizer", "GPTConfig", "LitGPTError"]
+__all__ = ["GPT", "Bigram", "CharDataModule", "CharTokenizer", "GPTConfig", "LitGPT", "LitGPTError", "TextGenerator"]
+LAZY = {"LitGPT": "lit_gpt.module", "CharDataModule": "lit_gpt.data", "TextGenerator": "lit_gpt.generate"}
+
+
+def __getattr__(name: str):
+    """The Lightning pieces, imported when first asked for (``import lit_gpt.model`` stays free of Lightning)."""
+    if name in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(LAZY[name]), name)
+    raise AttributeError(f"module 'lit_gpt' has no attribute {name!r}")

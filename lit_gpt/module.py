@@ -1,7 +1,7 @@
 """The LightningModule: training and validation steps, metrics, AdamW and the learning-rate schedule."""
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal, Optional
 
 import lightning as L
@@ -46,9 +46,11 @@ class LitGPT(L.LightningModule):
     """A character-level language model (GPT or the bigram baseline) trained with AdamW and a warmup+cosine schedule.
 
     Args:
-        config: Model shape. ``vocab_size`` and ``block_size`` are filled in from the data by the CLI.
+        config: Model shape. ``vocab_size`` and ``block_size`` come from the data: the CLI fills them in, and from
+            Python a model without ``vocab`` takes them from the Trainer's datamodule when training starts.
         arch: Which model to build: ``gpt`` (the transformer) or ``bigram`` (the lookup-table baseline).
-        vocab: The characters of the vocabulary, in id order; filled in from the data and stored in every checkpoint.
+        vocab: The characters of the vocabulary, in id order; stored in every checkpoint. null: the data's (the model
+            is built when the Trainer starts, with the data's vocabulary and window).
         learning_rate: Peak learning rate, reached at the end of the warmup.
         min_lr: Learning rate at the end of the cosine decay (and after it).
         warmup_steps: Optimizer steps of linear warmup.
@@ -86,7 +88,7 @@ class LitGPT(L.LightningModule):
         self.save_hyperparameters(ignore=["config"])
         self.hparams["config"] = asdict(config)
         self.config = config
-        self.model = build_model(arch, config)
+        self.model = build_model(arch, config) if vocab is not None else None  # None: built from the data in setup
         self.val_loss = MeanMetric(nan_strategy="disable")  # token-weighted mean, summed over devices; NaN is kept
         self.val_loss.set_dtype(torch.float64)  # set again for the device in setup()
 
@@ -101,9 +103,30 @@ class LitGPT(L.LightningModule):
             self._compiled = True
 
     def setup(self, stage: str) -> None:
+        self.take_data(getattr(self.trainer, "datamodule", None))
         self.val_loss.set_dtype(metric_dtype(self.trainer.strategy.root_device))  # before it moves to the device
         if stage == "fit" and self.hparams.init_from is not None and self.trainer.ckpt_path is None:
             self.model.load_state_dict(model_weights(read_checkpoint(self.hparams.init_from)))
+
+    def take_data(self, data: Any) -> None:
+        """A model made without a vocabulary is built here with the data's vocabulary and window (the CLI links them
+        before; from Python, ``trainer.fit(model, datamodule)`` does this); a model with one must agree with the
+        data's. One line if they do not."""
+        vocab, block_size = getattr(data, "vocab", None), getattr(data, "block_size", None)
+        if self.model is not None:
+            if vocab is not None and list(vocab) != list(self.hparams.vocab):
+                raise LitGPTError(f"the model's vocabulary ({len(self.hparams.vocab)} characters) is not the data's "
+                                  f"({len(vocab)}): give the model vocab=datamodule.vocab, or none")
+            if block_size is not None and block_size > self.config.block_size:
+                raise LitGPTError(f"the data's windows ({block_size} characters) are longer than the model's "
+                                  f"block_size {self.config.block_size}")
+            return
+        if vocab is None:
+            raise LitGPTError("a LitGPT made without vocab= takes the vocabulary from its datamodule: train it with "
+                              "trainer.fit(model, CharDataModule(...)), or give it vocab=")
+        self.config = replace(self.config, vocab_size=len(vocab), block_size=block_size or self.config.block_size)
+        self.hparams["config"], self.hparams["vocab"] = asdict(self.config), list(vocab)
+        self.model = build_model(self.hparams.arch, self.config)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) int64 -> logits (B, T, vocab_size)"""

@@ -62,15 +62,15 @@ class TokenThroughput(Callback):
         self._flops_per_batch = 0  # FLOPs of one training batch, forward and backward
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        datamodule = getattr(trainer, "datamodule", None)
-        if stage == "fit" and datamodule is not None:
-            self._flops_per_batch = flops_per_batch(pl_module.hparams.arch, pl_module.config, datamodule.batch_size,
-                                                    datamodule.block_size)
         peak = self.peak_flops or get_available_flops(trainer.strategy.root_device, compute_dtype(trainer.precision))
         updates = max(2, math.ceil(self.window_size / trainer.log_every_n_steps) + 1)  # one update per logged step
         self._throughput = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=updates)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)  # here: a model may take its shape from the data in setup
+        if datamodule is not None:
+            self._flops_per_batch = flops_per_batch(pl_module.hparams.arch, pl_module.config, datamodule.batch_size,
+                                                    datamodule.block_size)
         self._throughput.reset()
         self._start, self._paused = clock(), None
         self._steps, self._samples, self._tokens, self._flops = 0, 0, 0, 0
