@@ -62,15 +62,22 @@ class TokenThroughput(Callback):
         self._flops_per_batch = 0  # FLOPs of one training batch, forward and backward
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if getattr(pl_module, "model", None) is not None:  # else its shape comes from the data in its own setup
+            self.count_flops(trainer, pl_module)
         peak = self.peak_flops or get_available_flops(trainer.strategy.root_device, compute_dtype(trainer.precision))
         updates = max(2, math.ceil(self.window_size / trainer.log_every_n_steps) + 1)  # one update per logged step
         self._throughput = Throughput(available_flops=peak, world_size=trainer.world_size, window_size=updates)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = getattr(trainer, "datamodule", None)  # here: a model may take its shape from the data in setup
+    def count_flops(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None:
-            self._flops_per_batch = flops_per_batch(pl_module.hparams.arch, pl_module.config, datamodule.batch_size,
-                                                    datamodule.block_size)
+            with torch.autograd.set_detect_anomaly(False):  # a meta model's backward, not training's (detect_anomaly)
+                self._flops_per_batch = flops_per_batch(pl_module.hparams.arch, pl_module.config,
+                                                        datamodule.batch_size, datamodule.block_size)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._flops_per_batch:  # a model that took its shape from the data in its setup
+            self.count_flops(trainer, pl_module)
         self._throughput.reset()
         self._start, self._paused = clock(), None
         self._steps, self._samples, self._tokens, self._flops = 0, 0, 0, 0
