@@ -11,9 +11,7 @@ median step (the hooks: of their mean per step) after ``--warmup``.
 """
 
 import argparse
-import contextlib
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -23,8 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 import common
 from lit_gpt.assembly import CALLBACKS
-from lit_gpt.progress import plain_output
-from train_speed import NANOGPT_ARITHMETIC, StepClock
+from train_speed import NANOGPT_ARITHMETIC, timed_fit, timing_parser
 
 
 HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
@@ -52,18 +49,13 @@ def lightning(args: argparse.Namespace) -> tuple[float, dict[str, float]]:
     """(median seconds per step, {callback group: seconds per step in its hooks}) of the recipe under the Trainer."""
     with tempfile.TemporaryDirectory() as workdir:
         cli = common.build_cli(args.config, args.warmup + args.steps, workdir, args.overrides)
-        clock = StepClock(args.warmup, args.steps)
         spent: dict[str, list[float]] = {}
         for callback in cli.trainer.callbacks:
             group = next((name for name, (cls, _) in CALLBACKS.items() if type(callback) is cls), None)
             if group is not None:
                 timed_hooks(callback, spent.setdefault(group, [0.0]))
-        cli.trainer.callbacks.append(clock)
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), plain_output():
-            cli.trainer.fit(cli.model, cli.datamodule)
-        steps = cli.trainer.global_step
-    return statistics.median(b - a for a, b in zip(clock.times, clock.times[1:])), \
-        {group: total[0] / steps for group, total in spent.items()}
+        seconds = timed_fit(cli, args)
+    return seconds, {group: total[0] / cli.trainer.global_step for group, total in spent.items()}
 
 
 def bare(args: argparse.Namespace) -> float:
@@ -94,13 +86,7 @@ def bare(args: argparse.Namespace) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/shakespeare_char_cpu.yaml", help="the recipe to time")
-    parser.add_argument("--nanogpt_arithmetic", action="store_true", help="with " + " ".join(NANOGPT_ARITHMETIC))
-    parser.add_argument("--warmup", type=int, default=10, help="steps before the clock starts")
-    parser.add_argument("--steps", type=int, default=60, help="steps timed in each run")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of every variant, interleaved")
-    args = parser.parse_args()
+    args = timing_parser(__doc__, warmup=10, steps=60, repeats=3).parse_args()
     args.overrides = NANOGPT_ARITHMETIC if args.nanogpt_arithmetic else []
     print(common.machine_line(), flush=True)
     for name in ("lightning.pytorch", "lightning.fabric", "lit_gpt"):  # each run's own lines would bury the figures

@@ -22,6 +22,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 import common
+from lit_gpt.progress import plain_output
 
 NANOGPT_ARITHMETIC = ["--data.batch_size", "12", "--model.optimizer", "adamw", "--model.learning_rate", "1e-3",
                       "--model.min_lr", "1e-4", "--model.config.position", "learned"]  # nanoGPT's CPU command per step
@@ -38,15 +39,32 @@ class StepClock(Callback):
             self.times.append(common.clock(trainer.strategy.root_device))
 
 
+def timing_parser(doc: str, warmup: int, steps: int, repeats: int) -> argparse.ArgumentParser:
+    """The options every timing of a recipe under the Trainer takes: the recipe, nanoGPT's arithmetic, the steps."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/shakespeare_char_cpu.yaml", help="the recipe to time")
+    parser.add_argument("--nanogpt_arithmetic", action="store_true", help="ours with " + " ".join(NANOGPT_ARITHMETIC))
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps first, in every run")
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps in every run")
+    parser.add_argument("--repeats", type=int, default=repeats, help="runs of each side, interleaved")
+    return parser
+
+
+def timed_fit(cli: Any, args: argparse.Namespace) -> float:
+    """Run the CLI's Trainer for ``args.warmup + args.steps`` steps, its output unseen; the median seconds per step
+    after the warmup."""
+    clock = StepClock(args.warmup, args.steps)
+    cli.trainer.callbacks.append(clock)
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), plain_output():  # the bar runs
+        cli.trainer.fit(cli.model, cli.datamodule)
+    return statistics.median(b - a for a, b in zip(clock.times, clock.times[1:]))
+
+
 def ours(args: argparse.Namespace, precision: Optional[str] = None) -> dict[str, float]:
     extra = ["--trainer.precision", precision] if precision else []
     with tempfile.TemporaryDirectory() as workdir:
         cli = common.build_cli(args.config, args.warmup + args.steps, workdir, [*args.overrides, *extra])
-        clock = StepClock(args.warmup, args.steps)
-        cli.trainer.callbacks.append(clock)
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the bar runs, unseen
-            cli.trainer.fit(cli.model, cli.datamodule)
-        result = {"seconds": statistics.median(b - a for a, b in zip(clock.times, clock.times[1:]))}
+        result = {"seconds": timed_fit(cli, args)}
         writes, path = [], Path(workdir) / "last.ckpt"
         for _ in range(args.saves):
             start = time.perf_counter()
@@ -75,12 +93,7 @@ def spread(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/shakespeare_char_cpu.yaml", help="the recipe to time")
-    parser.add_argument("--nanogpt_arithmetic", action="store_true", help="ours with " + " ".join(NANOGPT_ARITHMETIC))
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first, in every run")
-    parser.add_argument("--steps", type=int, default=50, help="timed steps in every run")
-    parser.add_argument("--repeats", type=int, default=10, help="runs of each side")
+    parser = timing_parser(__doc__, warmup=5, steps=50, repeats=10)
     parser.add_argument("--saves", type=int, default=0, help="checkpoint writes to time after each of our runs")
     parser.add_argument("--precisions", nargs="+", metavar="P", help="ours at each Trainer precision, not nanoGPT")
     args, overrides = parser.parse_known_args()  # anything else is a recipe override, e.g. --data.batch_size=16

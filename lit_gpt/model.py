@@ -41,19 +41,17 @@ class KVCache:
             raise LitGPTError(f"a cache of {len(self.lengths)} rows cannot hold a batch of {B}")
         if max(lengths) + T > block:
             raise LitGPTError(f"Cannot forward sequence of length {max(lengths) + T}, block size is only {block}")
-        device = self.k[0].device
-        uniform = min(lengths) == max(lengths)
-        if uniform:
-            pos: "int | torch.Tensor" = lengths[0]
-        else:
-            pos = torch.tensor(lengths, device=device).unsqueeze(1) + torch.arange(T, device=device)  # (B, T)
+        device, uniform = self.k[0].device, min(lengths) == max(lengths)
         if uniform and lengths[0] == 0:  # a prefill: the new positions attend causally among themselves
-            return pos, [LayerCache(k[:B], v[:B], 0, None) for k, v in zip(self.k, self.v)]
-        pos_bt = pos + torch.arange(T, device=device).expand(B, T) if uniform else pos  # (B, T)
+            return 0, [LayerCache(k[:B], v[:B], 0, None) for k, v in zip(self.k, self.v)]
+        pos_bt = torch.tensor(lengths, device=device).unsqueeze(1) + torch.arange(T, device=device)  # (B, T)
         # Keys up to the longest row are read, each row's own masked: which keys count for a row depends on that
         # row alone.
         visible = torch.arange(max(lengths) + T, device=device) <= pos_bt.unsqueeze(-1)  # (B, T, L)
-        return pos, [LayerCache(k[:B], v[:B], pos, visible.unsqueeze(1)) for k, v in zip(self.k, self.v)]
+        # Where every row is at the same position, its keys go to one slice; else each row's to its own positions.
+        pos = lengths[0] if uniform else (torch.arange(B, device=device).unsqueeze(1), pos_bt)  # rows (B, 1), (B, T)
+        layers = [LayerCache(k[:B], v[:B], pos, visible.unsqueeze(1)) for k, v in zip(self.k, self.v)]
+        return (lengths[0] if uniform else pos_bt), layers
 
     def advance(self, B: int, T: int) -> None:
         """The first B rows now hold T more positions."""
@@ -70,20 +68,21 @@ class LayerCache:
     """One layer's keys and values of the rows in a forward: where the new positions go, and which keys each may
     see (None: only the new positions, causally, as in a prefill)."""
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: "int | torch.Tensor",
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, at: "int | tuple[torch.Tensor, torch.Tensor]",
                  visible: Optional[torch.Tensor]) -> None:
-        self.k, self.v, self.pos, self.visible = k, v, pos, visible  # k, v (B, nh, bs, hs); visible (B, 1, T, L)
+        self.k, self.v, self.at, self.visible = k, v, at, visible  # k, v (B, nh, bs, hs); visible (B, 1, T, L)
+        self.pos = at if isinstance(at, int) else at[1]  # where the new positions are: a start, or (B, T)
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, nh, T, hs) at their positions; return the keys and values attention reads: the new ones in a
         prefill (B, nh, T, hs), else the first L of the window (B, nh, L, hs), with ``visible`` saying which count."""
-        if isinstance(self.pos, int):
-            self.k[:, :, self.pos:self.pos + k.size(2)] = k
-            self.v[:, :, self.pos:self.pos + k.size(2)] = v
+        if isinstance(self.at, int):
+            self.k[:, :, self.at:self.at + k.size(2)] = k
+            self.v[:, :, self.at:self.at + k.size(2)] = v
         else:  # rows at different positions: row b's new keys go to pos[b]
-            rows = torch.arange(k.size(0), device=k.device).unsqueeze(1)  # (B, 1)
-            self.k[rows, :, self.pos] = k.transpose(1, 2)  # (B, T, nh, hs) into (B, nh, bs, hs)
-            self.v[rows, :, self.pos] = v.transpose(1, 2)
+            rows, pos = self.at  # (B, 1), (B, T)
+            self.k[rows, :, pos] = k.transpose(1, 2)  # (B, T, nh, hs) into (B, nh, bs, hs)
+            self.v[rows, :, pos] = v.transpose(1, 2)
         if self.visible is None:
             return k, v
         L = self.visible.size(-1)

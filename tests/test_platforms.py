@@ -6,6 +6,8 @@ import errno
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -168,22 +170,29 @@ def test_a_full_disk_inside_torch_save_is_the_os_error_not_torchs_runtime_error(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "other"]
 
 
+@contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """``folder``, a tmpfs of ``size`` while inside (mounting one needs root: skipped, and said so, elsewhere; the
+    simulated full disks still run)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (the simulated full disks still run)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)  # files a run left open go with it
+
+
 def test_a_checkpoint_on_a_real_full_disk_is_one_error(tmp_path: Path) -> None:
     """A tmpfs of 64 KiB (mounting one needs root: skipped, and said so, elsewhere): the first checkpoint fits, the
     second does not; the error names the disk's reason; the first stays whole, no temporary file is left."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root (the simulated full disk above still runs)")
-    try:
+    with small_disk(tmp_path / "disk", "64k") as disk:
         AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(1000)}, disk / "last.ckpt")  # about 5 KB
         with pytest.raises(CheckpointWriteError, match="No space left on device"):
             AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(100_000)}, disk / "last.ckpt")  # about 400 KB
         assert torch.equal(torch.load(disk / "last.ckpt", weights_only=True)["w"], torch.zeros(1000))
         assert [p.name for p in disk.iterdir()] == ["last.ckpt"]
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # files the run left open go with it
 
 
 def no_space(filename=None) -> OSError:
@@ -210,10 +219,9 @@ def test_every_write_of_a_run_that_fails_on_a_full_disk_is_one_line(
     elif where == "events":
         from torch.utils.tensorboard.writer import FileWriter
 
-        real, events = FileWriter.add_event, []
+        real = FileWriter.add_event
 
         def full(self, event, step=None, walltime=None):
-            events.append(event)
             if step is not None and step >= 10 and any(v.tag == "train_loss" for v in event.summary.value):
                 raise no_space()
             return real(self, event, step, walltime)
@@ -242,12 +250,7 @@ def test_a_run_on_a_real_full_disk_ends_in_one_line(corpus_path: Path, tmp_path:
                                                     capsys: pytest.CaptureFixture) -> None:
     """A debug run in a tmpfs of about one checkpoint (mounting one needs root: skipped, and said so, elsewhere):
     last.ckpt of step 4 fits, step 8's does not beside it; one line, last.ckpt whole, no temporary file."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root (the simulated full disks above still run)")
-    try:
+    with small_disk(tmp_path / "disk", "400k") as disk:
         with pytest.raises(SystemExit) as exit_info:
             cli_main(fit_args(corpus_path, disk / "runs", "--trainer.max_steps", "40", "--trainer.val_check_interval",
                               "100", "--periodic_checkpoint.every_n_train_steps", "4"))
@@ -257,8 +260,6 @@ def test_a_run_on_a_real_full_disk_ends_in_one_line(corpus_path: Path, tmp_path:
                                                  r"resume with: .*--ckpt_path last$")
         assert checkpoint_step(folder / "last.ckpt") == 4
         assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # files the run left open go with it
 
 
 def test_ctrl_c_while_reading_the_text_is_one_line(corpus_path: Path, tmp_path: Path,
