@@ -1,7 +1,8 @@
 """The cost per training step of each callback group a run adds, and of Lightning's own loop, beside a bare PyTorch
 loop over the same model, batches, optimizer, schedule and gradient clipping, in one run.
 
-    python bench/callback_cost.py [--config configs/shakespeare_char_cpu.yaml] [--nanogpt_arithmetic] [--repeats 3]
+    python bench/callback_cost.py [--config configs/shakespeare_char_cpu.yaml] [--nanogpt_arithmetic]
+        [--warmup 10] [--steps 60] [--repeats 3]
 
 Interleaved in every repeat: the bare loop, and the recipe as train.py runs it (validation off) with every hook of
 every callback timed. A group's cost is the time in its per-step hooks (batch start and end, backward, optimizer
