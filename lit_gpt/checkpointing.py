@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lit_gpt.errors import (
-    CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, failed_write, signal_name,
+    CheckpointWriteError, LitGPTError, StartupInterrupted, StoppedAtOnce, TrainingStopped, failed_write, signal_name,
 )
 from lit_gpt.files import load_file, on_windows, replaced_atomically
 from lit_gpt.steps import completes_step, every_n_done, logged_step_done, validation_follows
@@ -87,9 +87,11 @@ class PeriodicCheckpoint(Callback):
       ``every_n_train_steps`` steps, whichever comes first (a step followed by a validation leaves it to the
       validation: one write, not two);
     - when training ends (``max_steps`` need not be a multiple of anything, and ``max_time`` ends with a fresh file);
-    - on SIGINT (Ctrl-C) or SIGTERM: the current step (and its validation, if one follows) is finished, written and
-      logged, and training stops with ``TrainingStopped`` before the next step starts; a second signal stops at
-      once, keeping the last complete file.
+    - on SIGINT (Ctrl-C, a notebook's interrupt) or SIGTERM: the current step (and its validation, if one follows) is
+      finished, written and logged, and training stops with ``TrainingStopped`` before the next step starts (the
+      recipe's Trainer returns from ``fit`` with one line that says how to resume). A second signal stops at once,
+      keeping the last complete file: the command line's process ends by the signal itself, a Python session (a
+      notebook's kernel) gets ``StoppedAtOnce``.
     It is never written when training stops on an error (a non-finite loss), so the last good checkpoint stays, nor
     inside a gradient accumulation (``trainer.accumulate_grad_batches``), nor under ``fast_dev_run``.
     Under several processes the time bound and the stop are agreed on the steps that log
@@ -116,6 +118,9 @@ class PeriodicCheckpoint(Callback):
         self._signal: Optional[int] = None  # the first SIGINT/SIGTERM received while training
         self._stopping = 0  # the signal that stops the run once last.ckpt holds the step it finished (0: none)
         self._previous_handlers: dict[int, Any] = {}
+        # The command line that resumes a stopped run, set by the command line: there a second signal ends the process
+        # by the signal itself (exit status 128 + its number). None: a Python session, which goes on.
+        self.command: Optional[str] = None
 
     def directory(self, trainer: L.Trainer) -> Path:
         """The folder of ``last.ckpt`` for this trainer (known before the run starts)."""
@@ -136,7 +141,8 @@ class PeriodicCheckpoint(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        # Here, not where last.ckpt was written: Lightning logs a step's metrics after its batch-end hooks.
+        # Here, not where last.ckpt was written: Lightning logs a step's metrics after its batch-end hooks, and
+        # trainer.should_stop would add a validation that the run's schedule does not have.
         if self._stopping:
             raise TrainingStopped(self._stopping, trainer.global_step, self.last_path)
 
@@ -157,8 +163,11 @@ class PeriodicCheckpoint(Callback):
             print(f"\n{signal_name(signum)} received: finishing this step and writing {self.last_path} "
                   f"(send it again to stop at once)", file=sys.stderr, flush=True)
             return
-        print(f"{signal_name(signum)} again: stopping at once; {self.last_path} keeps the last complete write",
-              file=sys.stderr, flush=True)
+        message = f"{signal_name(signum)} again: stopping at once; {self.last_path} keeps the last complete write"
+        if self.command is None:  # a Python session (a notebook's kernel) goes on: the exception ends the run
+            self._restore_handlers()
+            raise StoppedAtOnce(message)
+        print(message, file=sys.stderr, flush=True)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)  # die of the signal itself: the shell reports 128 + its number
 

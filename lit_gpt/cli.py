@@ -5,28 +5,25 @@ import shlex
 import shutil
 import sys
 import warnings
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import StochasticWeightAveraging
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lit_gpt.assembly import CALLBACKS, add_callback_groups, compose
-from lit_gpt.checkpointing import checkpoint_step, last_checkpoint
-from lit_gpt.config import GPTConfig
+from lit_gpt.assembly import CALLBACKS, add_callback_groups, as_list, compose
+from lit_gpt.checkpointing import checkpoint_step
 from lit_gpt.data import CharDataModule
 from lit_gpt.devices import bf16_note, refuse_sharding, without_slurm_auto_requeue
 from lit_gpt.errors import (
     WRITE_FIXES, CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, causes, failed_write, one_line,
 )
-from lit_gpt.files import forget, read_checkpoint
+from lit_gpt.files import forget
 from lit_gpt.module import LitGPT
-from lit_gpt.progress import plain_output, run_report
-from lit_gpt.tokenizer import named
+from lit_gpt.progress import plain_output
+from lit_gpt.trainer import RecipeTrainer, periodic_checkpoint
 
 
 class GPTLightningCLI(LightningCLI):
@@ -35,15 +32,21 @@ class GPTLightningCLI(LightningCLI):
     Args:
         args: The command line (default ``sys.argv[1:]``).
         run: Run the subcommand; False only builds the model, data and Trainer.
+        trainer_objects: Trainer arguments given as Python objects (``lit_gpt.recipe``'s): ``callbacks`` join the
+            user's, before the two of ours that write checkpoints; the others (a logger, a profiler) are the Trainer's.
+        exit_on_error: A setting the parser refuses exits with usage (the command line) or raises ``ArgumentError``.
     """
 
-    def __init__(self, args: ArgsType = None, run: bool = True) -> None:
+    def __init__(self, args: ArgsType = None, run: bool = True, trainer_objects: Optional[dict[str, Any]] = None,
+                 exit_on_error: bool = True) -> None:
+        self.given_args, self.trainer_objects = args, dict(trainer_objects or {})
         super().__init__(
             LitGPT,
             CharDataModule,
+            trainer_class=RecipeTrainer,
             save_config_kwargs={"overwrite": True},  # a rerun in the same run directory overwrites config.yaml
             seed_everything_default=1337,
-            parser_kwargs={"description": __doc__},
+            parser_kwargs={"description": __doc__, "exit_on_error": exit_on_error},
             args=args,
             run=run,
         )
@@ -100,7 +103,10 @@ class GPTLightningCLI(LightningCLI):
         """The Trainer with our callbacks (those the run keeps) around the user's own (lit_gpt/assembly.py); a Trainer
         setting Lightning refuses is one ``error:`` line."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        trainer_config = {**config["trainer"], **kwargs}
+        objects = dict(self.trainer_objects)
+        callbacks = as_list(objects.pop("callbacks", None))
+        trainer_config = {**config["trainer"], **kwargs, **objects}
+        trainer_config["callbacks"] = as_list(trainer_config.get("callbacks")) + callbacks
         trainer_config["callbacks"], notes = compose({name: config.get(name) for name in CALLBACKS}, trainer_config)
         for note in notes:
             rank_zero_info(f"note: {note}")
@@ -114,7 +120,11 @@ class GPTLightningCLI(LightningCLI):
 
     def fit(self, **kwargs: Any) -> None:
         """``trainer.fit``, with Lightning's refusals as one line (LightningCLI calls a method named after the
-        subcommand where the CLI has one)."""
+        subcommand where the CLI has one). A signal's stop reaches ``cli_main``, which says how to resume with this
+        command line and exits with 128 + the signal's number."""
+        periodic = periodic_checkpoint(self.trainer)
+        if periodic is not None:
+            periodic.command = resume_command(self.given_args)
         self._refusals_in_one_line(self.trainer.fit, **kwargs)
 
     def validate(self, **kwargs: Any) -> None:
@@ -139,108 +149,8 @@ class GPTLightningCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would load ``--ckpt_path``'s hyper-parameters over the command line's here, silently (a
-        ``--model.config.n_embd`` that differs is ignored) and with a traceback for a bad file. Instead, the
-        ``before_<subcommand>`` hooks check the checkpoint against the config and the data, with one clear line."""
-
-    def _check_checkpoint(self, subcommand: str) -> None:
-        """One ``error:`` line, before anything is written, for a checkpoint that cannot be used with this config and
-        data: unreadable, not a lit_gpt checkpoint, another model shape, another vocabulary."""
-        ckpt_path = self.config_init[subcommand].get("ckpt_path")
-        if ckpt_path is None or ckpt_path in ("best", "hpc", "registry") or str(ckpt_path).startswith("registry:"):
-            return
-        path = last_checkpoint(self.trainer) if ckpt_path == "last" else Path(ckpt_path)
-        if ckpt_path == "last":
-            if not path.is_file():
-                return  # nothing to resume yet: Lightning says so and starts from step 0
-            self.config_init[subcommand]["ckpt_path"] = str(path)  # ours, whatever ModelCheckpoints the run has
-        hparams = read_checkpoint(path, for_resume=subcommand == "fit")["hyper_parameters"]
-        self._require_same_model(str(path), hparams, "or start a new run")
-        vocab, data_vocab = list(hparams["vocab"]), list(self.datamodule.vocab)
-        if vocab != data_vocab:
-            unknown = [c for c in data_vocab if c not in set(vocab)]
-            raise LitGPTError(
-                f"{path} was trained on another text: its vocabulary has {len(vocab)} characters, the data "
-                f"({self.datamodule.path}) has {len(data_vocab)}"
-                + (f", {len(unknown)} of them not in the checkpoint's ({named(unknown)})"
-                   if unknown else ", in other ids")
-                + "; pass the text it was trained on with --data.path"
-            )
-
-    def _require_same_model(self, what: str, hparams: dict[str, Any], alternative: str = "") -> None:
-        """One error line naming every model setting in which a checkpoint differs from this config."""
-        mismatches = config_mismatches(hparams, self.model.hparams.arch, self.model.config)
-        if mismatches:
-            raise LitGPTError(f"{what} does not fit this config: {'; '.join(mismatches)} (use the recipe and "
-                              f"settings the checkpoint was trained with{', ' + alternative if alternative else ''})")
-
-    def before_validate(self) -> None:
-        self._check_checkpoint("validate")
-
-    def before_fit(self) -> None:
-        """Check --ckpt_path and the Trainer settings that cannot work on an endless stream; refuse to start a new run
-        over an earlier run's checkpoints (resume it, or pick another directory)."""
-        self._check_checkpoint("fit")
-        if not self.trainer.fast_dev_run:
-            refuse_epoch_settings(self.trainer, self.config_init["fit"]["trainer"].get("max_time"))
-        accumulate, interval = self.trainer.accumulate_grad_batches, self.trainer.val_check_interval
-        if accumulate > 1 and isinstance(interval, int) and interval % accumulate:
-            raise LitGPTError(
-                f"--trainer.val_check_interval counts batches, and {interval} is not a multiple of "
-                f"--trainer.accumulate_grad_batches {accumulate}: a validation would fall inside an optimizer step, "
-                f"where no checkpoint can resume exactly; use {interval * accumulate} (every {interval} steps)"
-            )
-        init_from = self.model.hparams.init_from
-        if init_from is not None:
-            self._require_same_model(f"--model.init_from {init_from}", read_checkpoint(init_from)["hyper_parameters"])
-        if self.config_init["fit"].get("ckpt_path") is not None or self.trainer.fast_dev_run:
-            return  # fast_dev_run writes nothing
-        last = last_checkpoint(self.trainer)
-        if last.is_file():
-            raise LitGPTError(
-                f"{last} exists from an earlier run: resume it with --ckpt_path last, or start a new run elsewhere "
-                f"(--trainer.logger.init_args.name NAME), or delete {last.parent}"
-            )
-
-    def after_fit(self) -> None:
-        """What the run made: the best val_loss and its checkpoint, last.ckpt, and the command that samples."""
-        if not self.trainer.fast_dev_run:
-            rank_zero_info(run_report(self.trainer))
-
-
-def refuse_epoch_settings(trainer: L.Trainer, max_time: Any) -> None:
-    """One line for the settings that count epochs, before anything is written: training here draws from one endless
-    stream of random windows, so an epoch never ends."""
-    interval = trainer.val_check_interval
-    if isinstance(interval, float) and interval != 1.0:
-        raise LitGPTError(f"--trainer.val_check_interval {interval} is a fraction of an epoch, and training here is "
-                          f"one endless stream of random windows: give a number of steps "
-                          f"(--trainer.val_check_interval 250)")
-    if trainer.limit_train_batches != 1.0 and trainer.max_epochs != 1:
-        raise LitGPTError(f"--trainer.limit_train_batches {trainer.limit_train_batches} ends an epoch that the next "
-                          f"one would repeat window for window; set the run's length with --trainer.max_steps (or "
-                          f"add --trainer.max_epochs 1)")
-    if trainer.max_steps == -1 and max_time is None:
-        raise LitGPTError("the run has no end: training here is one endless stream of random windows, so epochs "
-                          "never end; set --trainer.max_steps (or --trainer.max_time)")
-    if any(isinstance(c, StochasticWeightAveraging) for c in trainer.callbacks):
-        raise LitGPTError("StochasticWeightAveraging averages the weights at the end of each epoch, and training here "
-                          "is one endless epoch; average every step with "
-                          "lightning.pytorch.callbacks.EMAWeightAveraging")
-
-
-def config_mismatches(hparams: dict[str, Any], arch: str, config: GPTConfig) -> list[str]:
-    """The model settings in which a checkpoint's hyper-parameters differ from ``arch`` and ``config``, each as
-    ``"n_embd 32 in the checkpoint, 128 in the config"`` (dropout may differ: it changes no weight)."""
-    mismatches = [f"arch {hparams['arch']} in the checkpoint, {arch} in the config"] if hparams["arch"] != arch else []
-    defaults = GPTConfig()  # a setting the checkpoint lacks predates it: the default, which it was trained with
-    # Every model setting but the vocabulary (the caller compares it character by character) and dropout; the block
-    # size, which the data sets, last.
-    names = [f.name for f in fields(GPTConfig) if f.name not in ("vocab_size", "dropout")]
-    for name in sorted(names, key=lambda name: name == "block_size"):
-        theirs, ours = hparams["config"].get(name, getattr(defaults, name)), getattr(config, name)
-        if theirs != ours:
-            mismatches.append(f"{name} {theirs} in the checkpoint, {ours} in the config")
-    return mismatches
+        ``--model.config.n_embd`` that differs is ignored) and with a traceback for a bad file. Instead, the Trainer
+        (lit_gpt/trainer.py) checks the checkpoint against the config and the data, with one clear line."""
 
 
 def resume_command(args: ArgsType) -> str:

@@ -50,6 +50,11 @@ class StartupInterrupted(Exception):
         self.signum = signum
 
 
+class StoppedAtOnce(Exception):
+    """A second SIGINT or SIGTERM in a Python session (a notebook): training stops at once, last.ckpt keeping its last
+    complete write (the command line's process ends by the signal instead)."""
+
+
 def causes(err: BaseException) -> Iterator[BaseException]:
     """The exception and those it was raised from, in turn (not those a ``raise ... from None`` set aside)."""
     seen = set()

@@ -260,7 +260,7 @@ def test_config_rejects_bad_technique_settings(options: dict, message: str) -> N
 
 
 def test_a_checkpoint_of_another_technique_is_named_in_the_mismatch() -> None:
-    from lit_gpt.cli import config_mismatches
+    from lit_gpt.trainer import config_mismatches
 
     hparams = {"arch": "gpt", "config": {k: v for k, v in vars(tiny_config()).items() if k != "position"}}
     assert config_mismatches(hparams, "gpt", tiny_config()) == []  # an older checkpoint: the default it had
