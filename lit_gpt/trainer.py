@@ -6,7 +6,11 @@ over an earlier run's ``last.ckpt`` are one ``LitGPTError`` line before anything
 this run's ``last.ckpt`` (periodic_checkpoint's, whatever ModelCheckpoints the run has).
 """
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
@@ -43,7 +47,7 @@ class RecipeTrainer(L.Trainer):
         ckpt_path = check_fit(self, model, data, ckpt_path)
         self.stopped = None
         try:
-            with plain_output():
+            with plain_output(), own_signal_handlers():
                 super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only)
         except (TrainingStopped, StartupInterrupted) as stop:
             periodic = periodic_checkpoint(self)
@@ -69,6 +73,20 @@ class RecipeTrainer(L.Trainer):
             ckpt_path = check_checkpoint(self, model, data, ckpt_path, for_resume=False)
         with plain_output():
             return super().validate(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+
+
+@contextmanager
+def own_signal_handlers() -> Iterator[None]:
+    """SIGINT's and SIGTERM's handlers as they were before the run, whatever the run set: Lightning puts back at its
+    teardown the handlers it found when the run started, periodic_checkpoint's start-up one among them, which would
+    leave a notebook's later Ctrl-C to it."""
+    in_main = threading.current_thread() is threading.main_thread()  # only the main thread sets handlers
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def periodic_checkpoint(trainer: L.Trainer) -> Optional[PeriodicCheckpoint]:
