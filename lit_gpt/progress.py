@@ -32,7 +32,9 @@ class StepProgressBar(TQDMProgressBar):
     is Python work on the step's path and reads the loss off the device (docs/benchmarks.md).
 
     Where the output is not a terminal (``nohup``, SLURM, CI, ``| tee``), a bar's carriage returns and escape codes
-    would fill the log: there it prints one plain line instead of each redraw, and one per validation.
+    would fill the log: there it prints one plain line instead of each redraw, and one per validation. In a notebook's
+    cell (Jupyter, Colab) the step's line is rewritten in place (a carriage return, no escape code), and each
+    validation leaves a line above it: a run of thousands of steps fills a few lines of the cell.
     """
 
     def __init__(self, refresh_rate: Optional[int] = None, process_position: int = 0, leave: bool = False,
@@ -41,13 +43,16 @@ class StepProgressBar(TQDMProgressBar):
             refresh_rate: Redraw every this many steps. null: on the steps that log (``trainer.log_every_n_steps``).
             process_position: The bar's line, for several bars at once (tqdm's ``position``).
             leave: Leave the finished bar on the terminal.
-            plain: Plain lines instead of a bar. null: where the output is not a terminal.
+            plain: Plain lines instead of a bar. null: where the output is not a terminal (one line rewritten in
+                place in a notebook's cell).
         """
         super().__init__(refresh_rate=refresh_rate or 1, process_position=process_position, leave=leave)
         self._on_log_steps = refresh_rate is None
         self._log_every = 1
         self.plain = plain
         self._lines = False  # this run prints lines instead of bars
+        self._live = False  # the step's line is rewritten in place (a notebook's cell)
+        self._open = False  # a rewritten line is on screen, not yet ended
         self._started = (0.0, 0)  # (time, step) when training started or resumed, for the rate and the time left
 
     @property
@@ -62,6 +67,7 @@ class StepProgressBar(TQDMProgressBar):
         super().setup(trainer, pl_module, stage)
         self._log_every = trainer.log_every_n_steps or 1
         self._lines = self.plain if self.plain is not None else not sys.stdout.isatty()
+        self._live = self.plain is None and self._lines and in_notebook()
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         bar = self.train_progress_bar  # not TQDMProgressBar's: it would first draw "Epoch 0" of an endless epoch
@@ -106,13 +112,40 @@ class StepProgressBar(TQDMProgressBar):
             if left is not None:
                 parts.append(f"{format_seconds(left)} left")
         of = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
-        print(f"step {step}{of}: {', '.join(parts)}", flush=True)
+        self.say(f"step {step}{of}: {', '.join(parts)}", keep=False)
+
+    def say(self, text: str, keep: bool = True) -> None:
+        """Print a line; in a notebook a line not kept is rewritten by the next one."""
+        if not self._live:
+            print(text, flush=True)
+            return
+        print(f"\r{text}", end="\n" if keep else "", flush=True)
+        self._open = not keep
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if self._lines and self._enabled and not trainer.sanity_checking and "val_loss" in trainer.callback_metrics:
-            print(f"validation at step {trainer.global_step}: val_loss "
-                  f"{float(trainer.callback_metrics['val_loss']):.4f}", flush=True)
+            self.say(f"validation at step {trainer.global_step}: val_loss "
+                     f"{float(trainer.callback_metrics['val_loss']):.4f}")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._end_line()
+        super().teardown(trainer, pl_module, stage)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._end_line()  # a stopped run (a notebook's interrupt) keeps its last step's line too
+        super().on_exception(trainer, pl_module, exception)
+
+    def _end_line(self) -> None:
+        if self._open:  # the last step's line stays, ended
+            print(flush=True)
+            self._open = False
+
+
+def in_notebook() -> bool:
+    """Whether standard output is a Jupyter kernel's (ipykernel's stream to a cell), where a carriage return
+    rewrites the line and escape codes do not work."""
+    return type(sys.stdout).__module__.startswith("ipykernel")
 
 
 def time_left(trainer: L.Trainer, seconds_per_step: float) -> Optional[float]:

@@ -2,6 +2,7 @@
 none of Lightning's noise."""
 
 import fcntl
+import io
 import os
 import pty
 import re
@@ -126,3 +127,26 @@ def test_the_cpu_step_estimate_touches_neither_the_model_nor_the_rng() -> None:
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+class NotebookStream(io.StringIO):
+    """Standard output as a Jupyter kernel's: what ``in_notebook`` recognises (ipykernel's stream)."""
+
+
+NotebookStream.__module__ = "ipykernel.iostream"
+
+
+def test_in_a_notebook_the_step_line_is_rewritten_in_place_and_validations_stay(tmp_path: Path) -> None:
+    """A notebook's cell: each logged step rewrites one line (a carriage return, no escape code, no newline), each
+    validation leaves its own line, and the last step's line is ended when training ends."""
+    out = NotebookStream()
+    with mock.patch.object(sys, "stdout", out):
+        cli_main(fit_args(None, tmp_path, "--trainer.max_steps", "12", "--trainer.log_every_n_steps", "4",
+                          "--trainer.val_check_interval", "6", "--trainer.enable_progress_bar", "true"))
+    text = out.getvalue()
+    assert "\x1b[" not in text
+    shown = [part for part in re.split(r"[\r\n]", text) if re.match(r"(step|validation at step) \d", part)]
+    assert [part.split(":")[0] for part in shown] == ["step 4/12", "validation at step 6", "step 8/12", "step 12/12",
+                                                     "validation at step 12"]
+    assert re.search(r"\rstep 4/12: [^\n\r]*\rvalidation at step 6: val_loss \d\.\d{4}\n\rstep 8/12: [^\n\r]*"
+                     r"\rstep 12/12: [^\n\r]*\rvalidation at step 12: val_loss \d\.\d{4}\n", text), repr(text)
