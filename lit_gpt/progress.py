@@ -69,6 +69,10 @@ class StepProgressBar(TQDMProgressBar):
         self._lines = self.plain if self.plain is not None else not sys.stdout.isatty()
         self._live = self.plain is None and self._lines and in_notebook()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.on_train_epoch_start(trainer)  # a run resumed mid-epoch (every resume here) has no epoch start
+
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         bar = self.train_progress_bar  # not TQDMProgressBar's: it would first draw "Epoch 0" of an endless epoch
         bar.set_description("train", refresh=False)

@@ -150,3 +150,25 @@ def test_in_a_notebook_the_step_line_is_rewritten_in_place_and_validations_stay(
                                                      "validation at step 12"]
     assert re.search(r"\rstep 4/12: [^\n\r]*\rvalidation at step 6: val_loss \d\.\d{4}\n\rstep 8/12: [^\n\r]*"
                      r"\rstep 12/12: [^\n\r]*\rvalidation at step 12: val_loss \d\.\d{4}\n", text), repr(text)
+
+
+def test_a_resumed_run_counts_its_steps_and_rate_from_where_it_resumed(tmp_path: Path) -> None:
+    """A run stopped mid-stream (a signal, a crash: every resume here) restarts inside its epoch, where Lightning
+    calls no epoch-start hook: the bar still starts at the resumed step of max_steps, and the rate and time left count
+    from there (they counted from step 0 and the clock's zero: "10 tokens/s, 1:19:08 left")."""
+    from helpers import SignalAfterStep
+    from lit_gpt import recipe
+
+    settings = {"max_steps": 8, "logger": {"init_args": {"save_dir": str(tmp_path)}}, "enable_progress_bar": True}
+    trainer, model, dm = recipe("debug", trainer={**settings, "callbacks": [SignalAfterStep(4)]})
+    trainer.fit(model, dm)
+    assert trainer.stopped.step == 4
+    for plain in (False, True):
+        (tmp_path / "copy").mkdir(exist_ok=True)
+        trainer, model, dm = recipe("debug", trainer={**settings, "logger": {"init_args": {
+            "save_dir": str(tmp_path / "copy"), "name": f"plain_{plain}"}}}, progress_bar={"plain": plain})
+        trainer.fit(model, dm, ckpt_path=tmp_path / "debug" / "checkpoints" / "last.ckpt")
+        bar = trainer.progress_bar_callback
+        assert bar._started[1] == 4 and bar._started[0] > 0
+        if not plain:
+            assert (bar.train_progress_bar.initial, bar.train_progress_bar.total) == (4, 8)
