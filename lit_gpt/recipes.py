@@ -90,8 +90,9 @@ def recipe_path(name: Union[str, os.PathLike]) -> Path:
 
 
 def is_plain(value: Any) -> bool:
-    """Whether ``value`` is what a YAML file can hold: None, a bool, number or string, or lists and dicts of them."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    """Whether ``value`` is what a YAML file can hold: None, a bool, number or string (or a path), or lists and dicts
+    of them."""
+    if value is None or isinstance(value, (bool, int, float, str, os.PathLike)):
         return True
     if isinstance(value, (list, tuple)):
         return all(is_plain(v) for v in value)
@@ -103,4 +104,6 @@ def as_args(key: str, value: Any) -> list[str]:
     command line's, each dictionary key a level of the dotted name."""
     if isinstance(value, dict) and value:
         return [arg for name, v in value.items() for arg in as_args(f"{key}.{name}", v)]
-    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return [f"--{key}={value if isinstance(value, str) else json.dumps(value, default=os.fspath)}"]

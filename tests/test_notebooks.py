@@ -61,6 +61,7 @@ def test_interrupting_the_kernel_during_fit_writes_last_and_returns_control(tmp_
         assert line == (f"stopped by SIGINT after step {step}; runs/debug/checkpoints/last.ckpt holds that step. "
                         f'Resume with: trainer.fit(model, datamodule, ckpt_path="last")')
         assert f"control is back after step {step}\n" in out
+        assert "sys.argv" not in err  # LightningCLI's warning about the kernel's own arguments is not shown
         assert checkpoint_step(tmp_path / "runs" / "debug" / "checkpoints" / "last.ckpt") == step
         after = execute(client, "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
         assert after == [("stdout", "True\n")]

@@ -65,7 +65,7 @@ FIXTURE_SETTINGS = {"model": {"config": {"n_layer": 1, "n_embd": 16}}, "data": {
 def python_run(runs: Path, steps: int, name: str = "debug", **settings):
     """The debug recipe built from Python, its run under ``runs``, no bar (as ``fit_args``)."""
     trainer = {"max_steps": steps, "enable_progress_bar": False,
-               "logger": {"init_args": {"save_dir": str(runs), "name": name}}, **settings.pop("trainer", {})}
+               "logger": {"init_args": {"save_dir": runs, "name": name}}, **settings.pop("trainer", {})}
     return recipe("debug", trainer=trainer, **settings)
 
 
