@@ -16,6 +16,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_gpt.checkpointing import checkpoint_step, last_checkpoint
@@ -129,8 +130,8 @@ class StepProgressBar(TQDMProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if self._lines and self._enabled and not trainer.sanity_checking and "val_loss" in trainer.callback_metrics:
-            self.say(f"validation at step {trainer.global_step}: val_loss "
-                     f"{float(trainer.callback_metrics['val_loss']):.4f}")
+            at = f" at step {trainer.global_step}" if trainer.state.fn == TrainerFn.FITTING else ""  # not validate's 0
+            self.say(f"validation{at}: val_loss {float(trainer.callback_metrics['val_loss']):.4f}")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._end_line()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
 from lightning.pytorch.callbacks import StochasticWeightAveraging, Timer
@@ -31,17 +31,19 @@ SPECIAL_PATHS = ("best", "hpc", "registry")  # Lightning's own names for a check
 
 
 class RecipeTrainer(L.Trainer):
-    """Lightning's Trainer. ``fit`` and ``validate`` check the run first (one ``LitGPTError`` line), show warnings as
-    one line, and ``fit`` ends with what the run made: the best val_loss and its checkpoint, last.ckpt, and the command
-    that samples. From Python, a run stopped by a signal (Ctrl-C, a notebook's interrupt) returns from ``fit`` with one
-    line that says how to resume, ``stopped`` holding what stopped it (the command line exits instead)."""
+    """Lightning's Trainer, with the recipe's checks before a run and its report after (lit_gpt/trainer.py).
+
+    ``fit`` and ``validate`` check the run first (one ``LitGPTError`` line) and show warnings as one line; ``fit`` ends
+    with what the run made: the best val_loss and its checkpoint, last.ckpt, and the command that samples. From
+    Python, a run stopped by a signal (Ctrl-C, a notebook's interrupt) returns from ``fit`` with one line that says how
+    to resume, ``stopped`` holding what stopped it (the command line exits instead).
+    """
 
     stopped: Optional[Exception] = None  # the signal's TrainingStopped or StartupInterrupted, if one stopped the run
 
     def fit(self, model: L.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
-            datamodule: Optional[L.LightningDataModule] = None, ckpt_path: Any = None,
+            datamodule: Optional[L.LightningDataModule] = None, ckpt_path: Optional[Union[str, Path]] = None,
             weights_only: Optional[bool] = None) -> None:
-        """Train (Lightning's fit, the run checked first)."""
         data = datamodule if datamodule is not None else \
             train_dataloaders if isinstance(train_dataloaders, L.LightningDataModule) else None
         ckpt_path = check_fit(self, model, data, ckpt_path)
@@ -62,17 +64,19 @@ class RecipeTrainer(L.Trainer):
         if not self.fast_dev_run and self.state.status == TrainerStatus.FINISHED:
             rank_zero_info(run_report(self))
 
-    def validate(self, model: Optional[L.LightningModule] = None, dataloaders: Any = None, ckpt_path: Any = None,
-                 verbose: bool = True, datamodule: Optional[L.LightningDataModule] = None,
-                 weights_only: Optional[bool] = None) -> Any:
-        """Score the model or a checkpoint on the validation data (Lightning's validate, the checkpoint checked
-        first)."""
+    fit.__doc__ = L.Trainer.fit.__doc__  # the command line's help for fit and its arguments: Lightning's
+
+    def validate(self, model: Optional[L.LightningModule] = None, dataloaders: Any = None,
+                 ckpt_path: Optional[Union[str, Path]] = None, verbose: bool = True,
+                 datamodule: Optional[L.LightningDataModule] = None, weights_only: Optional[bool] = None) -> Any:
         data = datamodule if datamodule is not None else \
             dataloaders if isinstance(dataloaders, L.LightningDataModule) else None
         if model is not None:
             ckpt_path = check_checkpoint(self, model, data, ckpt_path, for_resume=False)
         with plain_output():
             return super().validate(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+
+    validate.__doc__ = L.Trainer.validate.__doc__
 
 
 @contextmanager

@@ -172,3 +172,12 @@ def test_a_resumed_run_counts_its_steps_and_rate_from_where_it_resumed(tmp_path:
         assert bar._started[1] == 4 and bar._started[0] > 0
         if not plain:
             assert (bar.train_progress_bar.initial, bar.train_progress_bar.total) == (4, 8)
+
+
+def test_validate_prints_its_score_without_a_step(debug_run: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """``validate`` scores a checkpoint: its line has no step (the Trainer's step there is 0, not the checkpoint's)."""
+    cli_main(fit_args(None, tmp_path, "--ckpt_path", str(debug_run["last"]), "--trainer.enable_progress_bar", "true",
+                      "--progress_bar.plain", "true", subcommand="validate"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("validation")]
+    assert len(lines) == 1 and re.fullmatch(r"validation: val_loss \d\.\d{4}", lines[0]), lines
