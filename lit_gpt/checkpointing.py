@@ -229,9 +229,14 @@ class PeriodicCheckpoint(Callback):
         self._saved_step, self._last_write = trainer.global_step, clock()
 
 
+def periodic_checkpoint(trainer: L.Trainer) -> Optional[PeriodicCheckpoint]:
+    """The run's periodic_checkpoint callback, if it has one."""
+    return next((c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint)), None)
+
+
 def last_checkpoint(trainer: L.Trainer) -> Path:
     """The run's ``last.ckpt``: where periodic_checkpoint writes it (or would, by Lightning's rule, were it off)."""
-    periodic = next((c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint)), None)
+    periodic = periodic_checkpoint(trainer)
     return (periodic.directory(trainer) if periodic is not None else run_checkpoint_dir(trainer)) / "last.ckpt"
 
 

@@ -14,16 +14,17 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lit_gpt.assembly import CALLBACKS, add_callback_groups, as_list, compose
-from lit_gpt.checkpointing import checkpoint_step
+from lit_gpt.checkpointing import checkpoint_step, periodic_checkpoint
 from lit_gpt.data import CharDataModule
 from lit_gpt.devices import bf16_note, refuse_sharding, without_slurm_auto_requeue
 from lit_gpt.errors import (
-    WRITE_FIXES, CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, causes, failed_write, one_line,
+    WRITE_FIXES, CheckpointWriteError, LitGPTError, StartupInterrupted, TrainingStopped, failed_write, one_line,
+    user_error,
 )
 from lit_gpt.files import forget
 from lit_gpt.module import LitGPT
 from lit_gpt.progress import plain_output
-from lit_gpt.trainer import RecipeTrainer, periodic_checkpoint
+from lit_gpt.trainer import RecipeTrainer
 
 
 class GPTLightningCLI(LightningCLI):
@@ -195,7 +196,7 @@ def cli_main(args: ArgsType = None) -> Optional[GPTLightningCLI]:
         write_failure(str(err), Path(err.path).with_name("last.ckpt"), WRITE_FIXES.get(err.errno, "Fix it"), args)
     except (OSError, ValueError) as err:  # a LitGPTError that jsonargparse wrapped (a callback group's), or a write
         # of the run that failed (its config, TensorBoard's events, which Lightning's logger wraps in a ValueError)
-        cause = next((e for e in causes(err) if isinstance(e, LitGPTError)), None)
+        cause = user_error(err)
         write = failed_write(err)
         if cause is None and write is None:
             raise

@@ -22,6 +22,11 @@ class CheckpointWriteError(LitGPTError):
         self.path, self.errno = path, err.errno
 
 
+def user_error(err: BaseException) -> Optional[LitGPTError]:
+    """The user's mistake among the exception and its causes (a LitGPTError that jsonargparse wrapped), if any."""
+    return next((e for e in causes(err) if isinstance(e, LitGPTError)), None)
+
+
 def failed_write(err: BaseException) -> Optional[OSError]:
     """The OSError of a failed write (a full disk, a read-only folder) among the exception and its causes, if any."""
     return next((e for e in causes(err) if isinstance(e, OSError) and e.errno in WRITE_FIXES), None)

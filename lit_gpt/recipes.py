@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Union
 
 from lit_gpt.data import CharDataModule
-from lit_gpt.errors import LitGPTError, causes, one_line
+from lit_gpt.errors import LitGPTError, one_line, user_error
 from lit_gpt.module import LitGPT
 from lit_gpt.progress import plain_output
 from lit_gpt.trainer import RecipeTrainer
@@ -70,7 +70,7 @@ def recipe(name: Union[str, os.PathLike] = "shakespeare_char", **settings: Any) 
     except ArgumentError as err:
         raise LitGPTError(one_line(err)) from None
     except ValueError as err:  # a LitGPTError that jsonargparse wrapped while it instantiated a class
-        cause = next((e for e in causes(err) if isinstance(e, LitGPTError)), None)
+        cause = user_error(err)
         if cause is None:
             raise
         raise LitGPTError(str(cause)) from None

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import StochasticWeightAveraging, Timer
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_gpt.checkpointing import PeriodicCheckpoint, last_checkpoint
+from lit_gpt.checkpointing import last_checkpoint, periodic_checkpoint
 from lit_gpt.config import GPTConfig
 from lit_gpt.errors import LitGPTError, StartupInterrupted, TrainingStopped
 from lit_gpt.files import read_checkpoint
@@ -91,10 +91,6 @@ def own_signal_handlers() -> Iterator[None]:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-
-def periodic_checkpoint(trainer: L.Trainer) -> Optional[PeriodicCheckpoint]:
-    return next((c for c in trainer.callbacks if isinstance(c, PeriodicCheckpoint)), None)
 
 
 def check_fit(trainer: L.Trainer, model: L.LightningModule, data: Any, ckpt_path: Any) -> Any:

@@ -202,6 +202,7 @@ def test_a_checkpoint_of_the_earlier_code_loads_samples_scores_and_resumes(tmp_p
     import shutil
 
     from lit_gpt.cli import cli_main
+    from lit_gpt.recipes import as_args
     from lit_gpt.sample_cli import main as sample_main
 
     text = TextGenerator.from_checkpoint(FIXTURE, "cpu").generate("ROMEO:", 30, seed=3)[0]
@@ -209,8 +210,7 @@ def test_a_checkpoint_of_the_earlier_code_loads_samples_scores_and_resumes(tmp_p
     sample_main(["--checkpoint", str(FIXTURE), "--prompt", "ROMEO:", "--max_new_tokens", "30", "--seed", "3"])
     assert text in capsys.readouterr().out
 
-    settings = ["--model.config.n_layer", "1", "--model.config.n_embd", "16", "--data.block_size", "16",
-                "--trainer.val_check_interval", "3", "--periodic_checkpoint.every_n_train_steps", "3"]
+    settings = [arg for section, value in FIXTURE_SETTINGS.items() for arg in as_args(section, value)]
     cli = cli_main(fit_args(None, tmp_path / "score", *settings, "--ckpt_path", str(FIXTURE), subcommand="validate"))
     assert 3.0 < cli.trainer.callback_metrics["val_loss"].item() < 4.5
 
@@ -219,7 +219,7 @@ def test_a_checkpoint_of_the_earlier_code_loads_samples_scores_and_resumes(tmp_p
         folder.mkdir(parents=True)
         shutil.copy(FIXTURE, folder / "last.ckpt")
     cli_main(fit_args(None, tmp_path / "cli", *settings, "--trainer.max_steps", "9", "--ckpt_path", "last"))
-    trainer, model, dm = python_run(tmp_path / "py", 9, **{**FIXTURE_SETTINGS, "trainer": {"val_check_interval": 3}})
+    trainer, model, dm = python_run(tmp_path / "py", 9, **FIXTURE_SETTINGS)
     trainer.fit(model, dm, ckpt_path="last")
     assert trainer.global_step == 9
     assert_same_weights(tmp_path / "cli" / "debug" / "checkpoints" / "last.ckpt",
