@@ -227,8 +227,9 @@ def run_report(trainer: L.Trainer) -> str:
     if best is not None:
         score = best.best_model_score if best.best_model_score is not None else saved_best_score(best.best_model_path)
         value = f" {float(score):.4f}" if score is not None else ""
-        lines.append(f"best {best.monitor}{value} at step {checkpoint_step(Path(best.best_model_path))}: "
-                     f"{best.best_model_path}")
+        step = checkpoint_step(Path(best.best_model_path))
+        lines.append(f"best {best.monitor}{value} at step {step}: {best.best_model_path}" if best.monitor is not None
+                     else f"checkpoint (step {step}): {best.best_model_path}")  # a ModelCheckpoint without a monitor
     last = last_checkpoint(trainer)
     if last.is_file():
         lines.append(f"last.ckpt (step {checkpoint_step(last)}): {last}")

@@ -107,11 +107,14 @@ def test_own_model_checkpoint_every_n_steps(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "every").iterdir()) == ["step=2.ckpt", "step=4.ckpt", "step=6.ckpt"]
 
 
-def test_own_model_checkpoint_with_save_last(tmp_path: Path) -> None:
-    """ModelCheckpoint(save_last=True), no monitor: the state key our periodic last.ckpt once had; now no collision."""
+def test_own_model_checkpoint_with_save_last(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ModelCheckpoint(save_last=True), no monitor: the state key our periodic last.ckpt once had; now no collision.
+    The report names its checkpoint as one, not as the "best None"."""
     fit(tmp_path, "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         "--trainer.callbacks.save_last", "true", "--trainer.callbacks.dirpath", str(tmp_path / "theirs"))
     assert (tmp_path / "theirs" / "last.ckpt").is_file() and step_of(checkpoints(tmp_path) / "last.ckpt") == 6
+    assert f"checkpoint (step 6): {tmp_path / 'theirs'}/epoch=0-step=6.ckpt" in caplog.text
+    assert "best None" not in caplog.text
 
 
 def test_checkpointing_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
